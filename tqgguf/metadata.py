@@ -1,0 +1,166 @@
+"""Every ``turboquant.*`` GGUF key: its name, type and meaning, and how to build and check them.
+
+docs/metadata.md is the prose twin of this module; the patched llama.cpp reads the
+same keys (patches/, src/llama-turboquant.cpp) and applies the same checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from gguf.constants import GGUFValueType as VT
+
+from . import blocks, codebook
+from .gguf_file import Header, KV, make_kv
+
+PREFIX = "turboquant."
+FORMAT_VERSION = 1
+
+K_VERSION = "turboquant.format_version"      # u32: FORMAT_VERSION
+K_SEED = "turboquant.seed"                   # u64: master seed of every rotation
+K_TYPES = "turboquant.types"                 # [str]: TQ cache types this file was prepared for
+K_BLOCK = "turboquant.block_size"            # u32: values per TQ block (64)
+K_BLOCK_HI = "turboquant.block_hi"           # u32: outlier-group slots per block (16)
+K_LAYERS = "turboquant.layer_count"          # u32: layers covered
+K_KV_HEADS = "turboquant.kv_head_count"      # u32: KV heads per layer
+K_OUTLIER_METHOD = "turboquant.outlier_method"  # str: how outlier channels were chosen
+K_CODEBOOK_SCALE = "turboquant.codebook_scale"  # str: "sqrt_dim": centroids times sqrt(group size)
+
+
+def k_head_dim(kind: str) -> str:            # u32: head size of K ("k") or V ("v")
+    return f"turboquant.{kind}.head_dim"
+
+
+def k_layer_seeds(kind: str) -> str:         # [u64] n_layer: per-layer rotation seeds
+    return f"turboquant.{kind}.layer_seeds"
+
+
+def k_outliers(kind: str) -> str:            # [i32] n_layer * n_kv_head * head_dim/4, sorted per head
+    return f"turboquant.{kind}.outliers"
+
+
+def k_codebook(dim: int, bits: int) -> str:  # [f32] 2^bits sorted centroids, times sqrt(dim)
+    return f"turboquant.codebook.d{dim}.b{bits}"
+
+
+def k_type_bits(type_name: str) -> str:      # [u32] (hi bits, lo bits) of a TQ type
+    return f"turboquant.{type_name}.bits"
+
+
+KINDS = ("k", "v")
+
+
+@dataclass
+class TQMeta:
+    """The TurboQuant side data of one model, as prepare writes it and llama.cpp reads it."""
+    seed: int
+    types: list[str]
+    n_layer: int
+    n_kv_head: int
+    head_dim: dict[str, int]               # kind -> head size
+    layer_seeds: dict[str, np.ndarray]     # kind -> (n_layer,) uint64
+    outliers: dict[str, np.ndarray]        # kind -> (n_layer, n_kv_head, head_dim/4) int32
+    outlier_method: str = "weights"
+
+    def codebooks(self) -> dict[tuple[int, int], np.ndarray]:
+        need = set()
+        for t in self.types:
+            lay = blocks.layout(t)
+            need |= {(blocks.HI, lay.hi_bits), (blocks.LO, lay.lo_bits)}
+        return {(d, b): codebook.scaled_f32(d, b) for d, b in sorted(need)}
+
+    def to_kvs(self) -> list[KV]:
+        kvs = [
+            make_kv(K_VERSION, VT.UINT32, FORMAT_VERSION),
+            make_kv(K_SEED, VT.UINT64, self.seed),
+            make_kv(K_TYPES, VT.ARRAY, self.types, VT.STRING),
+            make_kv(K_BLOCK, VT.UINT32, blocks.BLOCK),
+            make_kv(K_BLOCK_HI, VT.UINT32, blocks.HI),
+            make_kv(K_LAYERS, VT.UINT32, self.n_layer),
+            make_kv(K_KV_HEADS, VT.UINT32, self.n_kv_head),
+            make_kv(K_OUTLIER_METHOD, VT.STRING, self.outlier_method),
+            make_kv(K_CODEBOOK_SCALE, VT.STRING, "sqrt_dim"),
+        ]
+        for t in self.types:
+            lay = blocks.layout(t)
+            kvs.append(make_kv(k_type_bits(t), VT.ARRAY, [lay.hi_bits, lay.lo_bits], VT.UINT32))
+        for (d, b), c in self.codebooks().items():
+            kvs.append(make_kv(k_codebook(d, b), VT.ARRAY, c, VT.FLOAT32))
+        for kind in KINDS:
+            kvs.append(make_kv(k_head_dim(kind), VT.UINT32, self.head_dim[kind]))
+            kvs.append(make_kv(k_layer_seeds(kind), VT.ARRAY, self.layer_seeds[kind], VT.UINT64))
+            kvs.append(make_kv(k_outliers(kind), VT.ARRAY, self.outliers[kind].reshape(-1), VT.INT32))
+        return kvs
+
+
+class MetadataError(ValueError):
+    """TurboQuant metadata that is missing or malformed; one line, naming the key."""
+
+
+def has_metadata(hdr: Header) -> bool:
+    return any(kv.key.startswith(PREFIX) for kv in hdr.kvs)
+
+
+def _get(hdr: Header, key: str, vtype: VT, elem: VT | None = None, length: int | None = None):
+    for kv in hdr.kvs:
+        if kv.key != key:
+            continue
+        if kv.type != vtype or (elem is not None and kv.elem_type != elem):
+            want = vtype.name + (f" of {elem.name}" if elem is not None else "")
+            raise MetadataError(f"{key} has the wrong type (expected {want})")
+        if length is not None and len(kv.value) != length:
+            raise MetadataError(f"{key} has {len(kv.value)} elements, expected {length}")
+        return kv.value
+    raise MetadataError(f"{key} is missing")
+
+
+def read(hdr: Header) -> TQMeta:
+    """Read and check the TurboQuant metadata; MetadataError (one line) if anything is off."""
+    if not has_metadata(hdr):
+        raise MetadataError("the model has no turboquant.* metadata: run `tqgguf prepare` on it first")
+    version = _get(hdr, K_VERSION, VT.UINT32)
+    if version != FORMAT_VERSION:
+        raise MetadataError(f"{K_VERSION} is {version}, this tqgguf reads {FORMAT_VERSION}: "
+                            "run `tqgguf prepare` again")
+    if _get(hdr, K_BLOCK, VT.UINT32) != blocks.BLOCK or _get(hdr, K_BLOCK_HI, VT.UINT32) != blocks.HI:
+        raise MetadataError(f"{K_BLOCK}/{K_BLOCK_HI} must be {blocks.BLOCK}/{blocks.HI}")
+    if _get(hdr, K_CODEBOOK_SCALE, VT.STRING) != "sqrt_dim":
+        raise MetadataError(f"{K_CODEBOOK_SCALE} must be 'sqrt_dim'")
+    types = list(_get(hdr, K_TYPES, VT.ARRAY, VT.STRING))
+    for t in types:
+        try:
+            lay = blocks.layout(t)
+        except ValueError as e:
+            raise MetadataError(f"{K_TYPES}: {e}") from None
+        bits = _get(hdr, k_type_bits(t), VT.ARRAY, VT.UINT32, 2)
+        if list(bits) != [lay.hi_bits, lay.lo_bits]:
+            raise MetadataError(f"{k_type_bits(t)} is {list(bits)}, {t} is {[lay.hi_bits, lay.lo_bits]}")
+    n_layer = _get(hdr, K_LAYERS, VT.UINT32)
+    n_kv = _get(hdr, K_KV_HEADS, VT.UINT32)
+    if not (0 < n_layer <= 4096 and 0 < n_kv <= 4096):
+        raise MetadataError(f"{K_LAYERS}={n_layer} or {K_KV_HEADS}={n_kv} is out of range")
+    meta = TQMeta(seed=_get(hdr, K_SEED, VT.UINT64), types=types, n_layer=n_layer, n_kv_head=n_kv,
+                  head_dim={}, layer_seeds={}, outliers={},
+                  outlier_method=_get(hdr, K_OUTLIER_METHOD, VT.STRING))
+    for kind in KINDS:
+        d = _get(hdr, k_head_dim(kind), VT.UINT32)
+        if not (0 < d <= 1024) or d % blocks.BLOCK:
+            raise MetadataError(f"{k_head_dim(kind)} is {d}: TQ types need a multiple of {blocks.BLOCK} up to 1024")
+        n_hi = d // blocks.BLOCK * blocks.HI
+        meta.head_dim[kind] = d
+        meta.layer_seeds[kind] = np.asarray(_get(hdr, k_layer_seeds(kind), VT.ARRAY, VT.UINT64, n_layer))
+        out = np.asarray(_get(hdr, k_outliers(kind), VT.ARRAY, VT.INT32, n_layer * n_kv * n_hi))
+        out = out.reshape(n_layer, n_kv, n_hi)
+        if out.min() < 0 or out.max() >= d or np.any(np.diff(out, axis=-1) <= 0):
+            raise MetadataError(f"{k_outliers(kind)}: each head's channels must be sorted, distinct and in [0, {d})")
+        meta.outliers[kind] = out
+    for (dim, bits), expect in meta.codebooks().items():
+        key = k_codebook(dim, bits)
+        c = np.asarray(_get(hdr, key, VT.ARRAY, VT.FLOAT32, 1 << bits))
+        if not np.all(np.isfinite(c)) or np.any(np.diff(c) <= 0):
+            raise MetadataError(f"{key} must be finite and strictly increasing")
+        if np.max(np.abs(c - expect)) > 1e-4 * math.sqrt(dim):
+            raise MetadataError(f"{key} is not the Lloyd-Max codebook for d={dim}, {bits} bits")
+    return meta

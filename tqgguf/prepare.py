@@ -1,0 +1,167 @@
+"""`tqgguf prepare`: add TurboQuant metadata to a GGUF, copying everything else to the byte.
+
+The output is the input's header with every ``turboquant.*`` key replaced (others
+kept in order, byte for byte), then the input's data section copied verbatim in
+chunks: memory stays flat however large the model is. The file appears under its
+final name only when complete (temp file in the same folder, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import blocks, metadata, outliers, rotation
+from .gguf_file import GGUFError, Header, header_bytes, read_header
+
+DEFAULT_SEED = 0x7A5EED  # any fixed value; recorded in the file, so it is never implicit
+COPY_CHUNK = 16 << 20
+
+
+class PrepareError(Exception):
+    """A refusal with one line for the user."""
+
+
+@dataclass
+class ModelShape:
+    arch: str
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    head_dim_k: int
+    head_dim_v: int
+    n_rot: int
+
+
+def _scalar_or_uniform(hdr: Header, key: str, what: str):
+    v = hdr.get(key)
+    if v is None:
+        return None
+    if isinstance(v, (list, np.ndarray)):
+        vals = set(int(x) for x in v)
+        if len(vals) != 1:
+            raise PrepareError(f"{what} varies across layers ({key}); TQ caches need it uniform")
+        return vals.pop()
+    return int(v)
+
+
+def model_shape(hdr: Header) -> ModelShape:
+    arch = hdr.get("general.architecture")
+    if not isinstance(arch, str):
+        raise PrepareError("general.architecture is missing: is this a llama.cpp model GGUF?")
+    a = arch
+
+    def need(key, what):
+        v = _scalar_or_uniform(hdr, key.format(a=a), what)
+        if v is None:
+            raise PrepareError(f"{key.format(a=a)} is missing: cannot tell the model's {what}")
+        return v
+
+    n_layer = need("{a}.block_count", "layer count")
+    n_embd = need("{a}.embedding_length", "width")
+    n_head = need("{a}.attention.head_count", "head count")
+    n_kv = _scalar_or_uniform(hdr, f"{a}.attention.head_count_kv", "KV head count") or n_head
+    if n_head <= 0 or n_kv <= 0:
+        raise PrepareError(f"{a}: head counts must be positive (got {n_head} / {n_kv})")
+    dk = _scalar_or_uniform(hdr, f"{a}.attention.key_length", "K head size") or n_embd // n_head
+    dv = _scalar_or_uniform(hdr, f"{a}.attention.value_length", "V head size") or n_embd // n_head
+    n_rot = _scalar_or_uniform(hdr, f"{a}.rope.dimension_count", "rope size") or dk
+    for kind, d in (("K", dk), ("V", dv)):
+        if d <= 0 or d % blocks.BLOCK:
+            raise PrepareError(f"unsupported head size: {kind} heads of {d}; TQ types need a multiple "
+                               f"of {blocks.BLOCK} (64, 128, 256, ...)")
+    return ModelShape(a, n_layer, n_head, n_kv, dk, dv, n_rot)
+
+
+def build_metadata(path: str, hdr: Header, seed: int, types: list[str],
+                   progress: Callable[[int], None] = lambda n: None) -> metadata.TQMeta:
+    shape = model_shape(hdr)
+    reader = outliers.WeightReader(path, hdr)
+    k_seeds, v_seeds = rotation.layer_seeds(seed, shape.n_layer)
+    outs = {"k": [], "v": []}
+    for layer in range(shape.n_layer):
+        for kind, d in (("k", shape.head_dim_k), ("v", shape.head_dim_v)):
+            outs[kind].append(outliers.layer_outliers(reader, layer, kind, shape.n_kv_head, d,
+                                                      shape.n_head, shape.head_dim_k, shape.arch, shape.n_rot))
+        progress(1)
+    return metadata.TQMeta(
+        seed=seed, types=types, n_layer=shape.n_layer, n_kv_head=shape.n_kv_head,
+        head_dim={"k": shape.head_dim_k, "v": shape.head_dim_v},
+        layer_seeds={"k": np.array(k_seeds, dtype=np.uint64), "v": np.array(v_seeds, dtype=np.uint64)},
+        outliers={k: np.stack(v).astype(np.int32) for k, v in outs.items()},
+    )
+
+
+def with_metadata(hdr: Header, meta: metadata.TQMeta) -> Header:
+    """``hdr`` with its turboquant.* keys replaced by ``meta``'s, appended after the others."""
+    kept = [kv for kv in hdr.kvs if not kv.key.startswith(metadata.PREFIX)]
+    return Header(version=hdr.version, kvs=kept + meta.to_kvs(), tensors=hdr.tensors,
+                  alignment=hdr.alignment, data_offset=hdr.data_offset, file_size=hdr.file_size)
+
+
+def default_output(src: str) -> str:
+    stem = src[:-5] if src.endswith(".gguf") else src
+    return stem + ".tq.gguf"
+
+
+def write_atomic(src: str, dst: str, new_hdr: Header, old_hdr: Header,
+                 progress: Callable[[int], None] = lambda n: None) -> None:
+    """Write header + src's data section to dst via a temp file in dst's folder."""
+    folder = os.path.dirname(os.path.abspath(dst))
+    fd, tmp = tempfile.mkstemp(prefix=".tqgguf-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            out.write(header_bytes(new_hdr))
+            inp.seek(old_hdr.data_offset)
+            while chunk := inp.read(COPY_CHUNK):
+                out.write(chunk)
+                progress(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if os.path.exists(dst):
+            os.chmod(tmp, os.stat(dst).st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise PrepareError(f"disk full while writing {dst}; nothing was written") from None
+        if isinstance(e, OSError):
+            raise PrepareError(f"cannot write {dst}: {e.strerror}") from None
+        raise
+
+
+def parse_types(text: str) -> list[str]:
+    types = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not types:
+        raise PrepareError("--types is empty")
+    for t in types:
+        if t not in blocks.TYPES:
+            raise PrepareError(f"unknown TQ type {t!r} (known: {', '.join(blocks.TYPES)})")
+    return sorted(set(types))
+
+
+def resolve_output(src: str, out: str | None, in_place: bool) -> str:
+    if in_place:
+        if out is not None and os.path.abspath(out) != os.path.abspath(src):
+            raise PrepareError("--in-place and -o name different files; give one of them")
+        return src
+    dst = out or default_output(src)
+    if os.path.exists(dst) and os.path.samefile(dst, src) or os.path.abspath(dst) == os.path.abspath(src):
+        raise PrepareError(f"output {dst} is the input; pass --in-place to modify the model itself")
+    return dst
+
+
+def read_model_header(path: str) -> Header:
+    try:
+        return read_header(path)
+    except GGUFError as e:
+        raise PrepareError(str(e)) from None
