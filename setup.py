@@ -6,7 +6,7 @@ setup(
     ext_modules=[
         Pybind11Extension(
             "tqgguf._core",
-            ["cpp/tq_python.cpp", "cpp/tq.c", "cpp/tq_rotation.c"],
+            ["cpp/tq_python.cpp", "cpp/tq.c", "cpp/tq_rotation.c", "cpp/tq_codebook.c"],
             include_dirs=["cpp"],
             cxx_std=17,
         )

@@ -83,6 +83,15 @@ void tq_dequantize_row(enum tq_type t, const void * blocks, float * y, int64_t n
 uint16_t tq_fp32_to_fp16(float f);
 float    tq_fp16_to_fp32(uint16_t h);
 
+// ---- codebooks (tq_codebook.c) ---------------------------------------------------
+
+// The 2^bits Lloyd-Max centroids (unit-sphere scale) for one coordinate of a uniform unit
+// vector in R^d; 3 <= d <= 4096, 1 <= bits <= 8. Returns 0, or -1 on a bad argument.
+int tq_lloyd_max(int d, int bits, double * centroids);
+
+// The same as float32, times sqrt(d): the values the GGUF stores and the quantizer uses.
+int tq_codebook_scaled(int d, int bits, float * out);
+
 // ---- rotations (tq_rotation.c) ---------------------------------------------------
 
 uint64_t tq_splitmix64_next(uint64_t * state);

@@ -75,6 +75,14 @@ static py::array_t<double> head_transform(int d, uint64_t layer_seed, int head,
     return t;
 }
 
+static py::array_t<float> codebook_scaled(int d, int bits) {
+    py::array_t<float> out(py::ssize_t(1) << bits);
+    if (tq_codebook_scaled(d, bits, out.mutable_data()) != 0) {
+        throw py::value_error("codebook needs 3 <= d <= 4096 and 1 <= bits <= 8");
+    }
+    return out;
+}
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "tqgguf C core (cpp/tq.c, cpp/tq_rotation.c)";
     m.attr("BLOCK") = TQ_BLOCK;
@@ -85,6 +93,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("rule") = "norm");
     m.def("dequantize_row", &dequantize_row, py::arg("type"), py::arg("data"), py::arg("hi"), py::arg("lo"));
     m.def("head_transform", &head_transform, py::arg("d"), py::arg("layer_seed"), py::arg("head"), py::arg("outliers"));
+    m.def("codebook_scaled", &codebook_scaled, py::arg("d"), py::arg("bits"));
     m.def("subseed", &tq_subseed);
     m.def("fp32_to_fp16", &tq_fp32_to_fp16);
     m.def("fp16_to_fp32", &tq_fp16_to_fp32);

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
 stamp=.venv/.tqgguf-stamp
-want=$(cat pyproject.toml setup.py cpp/* | sha256sum | cut -c1-16)
+want=$(find pyproject.toml setup.py cpp -type f | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip >&2
     .venv/bin/python -m pip install --quiet -e ".[test]" >&2

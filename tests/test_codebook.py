@@ -68,3 +68,11 @@ def test_deterministic_and_scaled():
 def test_refuses_out_of_range(d, bits):
     with pytest.raises(ValueError):
         codebook.centroids(d, bits)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_c_core_computes_the_same_float32_codebooks(d):
+    """ggml computes its own codebooks (cpp/tq_codebook.c) when no model set them: they must be these."""
+    from tqgguf import _core
+    for bits in (1, 2, 3, 4):
+        np.testing.assert_array_equal(_core.codebook_scaled(d, bits), codebook.scaled_f32(d, bits))

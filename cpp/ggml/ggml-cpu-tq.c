@@ -1,0 +1,73 @@
+// CPU backend side of the TQ types: quantize into the cache and the K . Q dot product.
+// Codes are decoded plane by plane (docs/format.md) into a small float buffer, then a plain
+// dot product that the compiler vectorizes; the scales are applied once per group.
+#include "ggml-tq-impl.h"
+
+#include <string.h>
+
+void quantize_row_tq2_5(const float * x, void * y, int64_t k) {
+    quantize_row_tq2_5_ref(x, y, k);
+}
+
+void quantize_row_tq3_5(const float * x, void * y, int64_t k) {
+    quantize_row_tq3_5_ref(x, y, k);
+}
+
+// c[code] for a plane of n codes of `bits` bits (1, 2 or 4) ORed into codes[] at `shift`.
+static inline void tq_plane(const uint8_t * p, int n, int bits, int shift, uint8_t * codes) {
+    const int nbytes = n * bits / 8;
+    const uint8_t mask = (uint8_t) ((1u << bits) - 1);
+    for (int s = 0; s < 8 / bits; ++s) {
+        for (int j = 0; j < nbytes; ++j) {
+            codes[s * nbytes + j] |= (uint8_t) (((p[j] >> (bits * s)) & mask) << shift);
+        }
+    }
+}
+
+static inline float tq_group_dot(const uint8_t * codes, const float * c, const float * y, int n) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        sum += c[codes[i]] * y[i];
+    }
+    return sum;
+}
+
+static inline float tq_f16(uint16_t h) {
+    ggml_fp16_t v;
+    memcpy(&v, &h, sizeof(v));
+    return ggml_fp16_to_fp32(v);
+}
+
+void ggml_vec_dot_tq2_5_f32(int n, float * s, size_t bs, const void * vx, size_t bx, const void * vy, size_t by, int nrc) {
+    (void) bs; (void) bx; (void) by; (void) nrc;
+    const tq_codebooks * cb = ggml_tq_codebooks(GGML_TYPE_TQ2_5);
+    const block_tq2_5 * x = (const block_tq2_5 *) vx;
+    const float * y = (const float *) vy;
+    float sum = 0.0f;
+    for (int b = 0; b < n / TQ_BLOCK; ++b, y += TQ_BLOCK) {
+        uint8_t hi[TQ_HI] = {0}, lo[TQ_LO] = {0};
+        tq_plane(x[b].hi_q2, TQ_HI, 2, 0, hi);
+        tq_plane(x[b].hi_q1, TQ_HI, 1, 2, hi);
+        tq_plane(x[b].lo_q2, TQ_LO, 2, 0, lo);
+        sum += tq_f16(x[b].d_hi) * tq_group_dot(hi, cb->hi.c, y, TQ_HI)
+             + tq_f16(x[b].d_lo) * tq_group_dot(lo, cb->lo.c, y + TQ_HI, TQ_LO);
+    }
+    *s = sum;
+}
+
+void ggml_vec_dot_tq3_5_f32(int n, float * s, size_t bs, const void * vx, size_t bx, const void * vy, size_t by, int nrc) {
+    (void) bs; (void) bx; (void) by; (void) nrc;
+    const tq_codebooks * cb = ggml_tq_codebooks(GGML_TYPE_TQ3_5);
+    const block_tq3_5 * x = (const block_tq3_5 *) vx;
+    const float * y = (const float *) vy;
+    float sum = 0.0f;
+    for (int b = 0; b < n / TQ_BLOCK; ++b, y += TQ_BLOCK) {
+        uint8_t hi[TQ_HI] = {0}, lo[TQ_LO] = {0};
+        tq_plane(x[b].hi_q4, TQ_HI, 4, 0, hi);
+        tq_plane(x[b].lo_q2, TQ_LO, 2, 0, lo);
+        tq_plane(x[b].lo_q1, TQ_LO, 1, 2, lo);
+        sum += tq_f16(x[b].d_hi) * tq_group_dot(hi, cb->hi.c, y, TQ_HI)
+             + tq_f16(x[b].d_lo) * tq_group_dot(lo, cb->lo.c, y + TQ_HI, TQ_LO);
+    }
+    *s = sum;
+}

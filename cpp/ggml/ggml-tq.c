@@ -1,0 +1,124 @@
+// ggml-base side of the TQ types: process-wide codebooks and the row functions.
+#include "ggml-tq-impl.h"
+#include "ggml-threading.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static tq_codebooks g_tq_cb[TQ_TYPE_COUNT];
+static int          g_tq_ready = 0;
+
+static enum tq_type tq_type_of(enum ggml_type type) {
+    return type == GGML_TYPE_TQ3_5 ? TQ_TYPE_TQ3_5 : TQ_TYPE_TQ2_5;
+}
+
+bool ggml_tq_is_tq(enum ggml_type type) {
+    return type == GGML_TYPE_TQ2_5 || type == GGML_TYPE_TQ3_5;
+}
+
+int ggml_tq_bits(enum ggml_type type, bool hi) {
+    if (!ggml_tq_is_tq(type)) {
+        return 0;
+    }
+    return hi ? tq_hi_bits(tq_type_of(type)) : tq_lo_bits(tq_type_of(type));
+}
+
+bool ggml_tq_default_codebook(int dim, int bits, float * out) {
+    return tq_codebook_scaled(dim, bits, out) == 0;
+}
+
+// ggml's own codebooks, computed once (a few ms) on first use.
+static void tq_ensure_defaults(void) {
+    if (__atomic_load_n(&g_tq_ready, __ATOMIC_ACQUIRE)) {
+        return;
+    }
+    ggml_critical_section_start();
+    if (!g_tq_ready) {
+        for (int t = 0; t < TQ_TYPE_COUNT; ++t) {
+            float hi[16], lo[16];
+            tq_codebook_scaled(TQ_HI, tq_hi_bits((enum tq_type) t), hi);
+            tq_codebook_scaled(TQ_LO, tq_lo_bits((enum tq_type) t), lo);
+            tq_codebook_init(&g_tq_cb[t].hi, tq_hi_bits((enum tq_type) t), hi);
+            tq_codebook_init(&g_tq_cb[t].lo, tq_lo_bits((enum tq_type) t), lo);
+            g_tq_cb[t].rule = TQ_SCALE_NORM;
+        }
+        __atomic_store_n(&g_tq_ready, 1, __ATOMIC_RELEASE);
+    }
+    ggml_critical_section_end();
+}
+
+const tq_codebooks * ggml_tq_codebooks(enum ggml_type type) {
+    tq_ensure_defaults();
+    return &g_tq_cb[tq_type_of(type)];
+}
+
+bool ggml_tq_set_codebooks(enum ggml_type type, const float * hi, const float * lo) {
+    if (!ggml_tq_is_tq(type)) {
+        return false;
+    }
+    tq_ensure_defaults();
+    const enum tq_type t = tq_type_of(type);
+    tq_codebooks cb = g_tq_cb[t];
+    if (tq_codebook_init(&cb.hi, tq_hi_bits(t), hi) != 0 || tq_codebook_init(&cb.lo, tq_lo_bits(t), lo) != 0) {
+        return false;
+    }
+    g_tq_cb[t] = cb;
+    return true;
+}
+
+void ggml_tq_get_codebooks(enum ggml_type type, const float ** hi, const float ** lo) {
+    const tq_codebooks * cb = ggml_tq_codebooks(type);
+    *hi = cb->hi.c;
+    *lo = cb->lo.c;
+}
+
+bool ggml_tq_head_transform(float * T, int d, uint64_t layer_seed, int head, const int32_t * outliers) {
+    if (d <= 0 || d % TQ_BLOCK != 0 || d > 4096) {
+        return false;
+    }
+    double * tmp = (double *) malloc(sizeof(double) * (size_t) d * d);
+    if (!tmp) {
+        return false;
+    }
+    const bool ok = tq_head_transform(tmp, d, layer_seed, head, outliers) == 0;
+    for (size_t i = 0; ok && i < (size_t) d * d; ++i) {
+        T[i] = (float) tmp[i];
+    }
+    free(tmp);
+    return ok;
+}
+
+void quantize_row_tq2_5_ref(const float * x, void * y, int64_t k) {
+    tq_quantize_row(TQ_TYPE_TQ2_5, x, y, k, ggml_tq_codebooks(GGML_TYPE_TQ2_5));
+}
+
+void quantize_row_tq3_5_ref(const float * x, void * y, int64_t k) {
+    tq_quantize_row(TQ_TYPE_TQ3_5, x, y, k, ggml_tq_codebooks(GGML_TYPE_TQ3_5));
+}
+
+void dequantize_row_tq2_5(const void * x, float * y, int64_t k) {
+    tq_dequantize_row(TQ_TYPE_TQ2_5, x, y, k, ggml_tq_codebooks(GGML_TYPE_TQ2_5));
+}
+
+void dequantize_row_tq3_5(const void * x, float * y, int64_t k) {
+    tq_dequantize_row(TQ_TYPE_TQ3_5, x, y, k, ggml_tq_codebooks(GGML_TYPE_TQ3_5));
+}
+
+size_t quantize_tq2_5(const float * src, void * dst, int64_t nrows, int64_t n_per_row, const float * imatrix) {
+    (void) imatrix;
+    const size_t row_size = (size_t) (n_per_row / TQ_BLOCK) * sizeof(block_tq2_5);
+    for (int64_t r = 0; r < nrows; ++r) {
+        quantize_row_tq2_5_ref(src + r * n_per_row, (char *) dst + r * row_size, n_per_row);
+    }
+    return nrows * row_size;
+}
+
+size_t quantize_tq3_5(const float * src, void * dst, int64_t nrows, int64_t n_per_row, const float * imatrix) {
+    (void) imatrix;
+    const size_t row_size = (size_t) (n_per_row / TQ_BLOCK) * sizeof(block_tq3_5);
+    for (int64_t r = 0; r < nrows; ++r) {
+        quantize_row_tq3_5_ref(src + r * n_per_row, (char *) dst + r * row_size, n_per_row);
+    }
+    return nrows * row_size;
+}

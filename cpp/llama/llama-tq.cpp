@@ -1,0 +1,223 @@
+#include "llama-tq.h"
+
+#include "ggml-tq.h"
+#include "gguf.h"
+
+#include <cmath>
+#include <stdexcept>
+
+static const char * TQ_FIX = "run `tqgguf prepare` on the model first";
+static const uint32_t TQ_FORMAT_VERSION = 1;
+
+namespace {
+
+struct tq_reader {
+    const gguf_context * ctx;
+
+    int64_t find(const std::string & key) const {
+        const int64_t id = gguf_find_key(ctx, key.c_str());
+        if (id < 0) {
+            throw std::runtime_error(key + " is missing");
+        }
+        return id;
+    }
+
+    uint32_t u32(const std::string & key) const {
+        const int64_t id = find(key);
+        if (gguf_get_kv_type(ctx, id) != GGUF_TYPE_UINT32) throw std::runtime_error(key + " has the wrong type (expected UINT32)");
+        return gguf_get_val_u32(ctx, id);
+    }
+
+    uint64_t u64(const std::string & key) const {
+        const int64_t id = find(key);
+        if (gguf_get_kv_type(ctx, id) != GGUF_TYPE_UINT64) throw std::runtime_error(key + " has the wrong type (expected UINT64)");
+        return gguf_get_val_u64(ctx, id);
+    }
+
+    std::string str(const std::string & key) const {
+        const int64_t id = find(key);
+        if (gguf_get_kv_type(ctx, id) != GGUF_TYPE_STRING) throw std::runtime_error(key + " has the wrong type (expected STRING)");
+        return gguf_get_val_str(ctx, id);
+    }
+
+    template <typename T>
+    std::vector<T> arr(const std::string & key, gguf_type elem, size_t n) const {
+        const int64_t id = find(key);
+        if (gguf_get_kv_type(ctx, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx, id) != elem) {
+            throw std::runtime_error(key + " has the wrong type");
+        }
+        if (gguf_get_arr_n(ctx, id) != n) {
+            throw std::runtime_error(key + " has " + std::to_string(gguf_get_arr_n(ctx, id)) + " elements, expected " + std::to_string(n));
+        }
+        const T * p = (const T *) gguf_get_arr_data(ctx, id);
+        return std::vector<T>(p, p + n);
+    }
+
+    std::vector<std::string> strs(const std::string & key) const {
+        const int64_t id = find(key);
+        if (gguf_get_kv_type(ctx, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx, id) != GGUF_TYPE_STRING) {
+            throw std::runtime_error(key + " has the wrong type");
+        }
+        std::vector<std::string> out;
+        for (size_t i = 0; i < gguf_get_arr_n(ctx, id) && i < 16; ++i) {
+            out.emplace_back(gguf_get_arr_str(ctx, id, i));
+        }
+        return out;
+    }
+};
+
+const char * kind_name(int kind) { return kind == 0 ? "k" : "v"; }
+
+} // namespace
+
+void llama_tq_meta::load(const gguf_context * ctx) {
+    present = false;
+    error.clear();
+    const int64_t n_kv = gguf_get_n_kv(ctx);
+    for (int64_t i = 0; i < n_kv && !present; ++i) {
+        present = std::string(gguf_get_key(ctx, i)).rfind("turboquant.", 0) == 0;
+    }
+    if (!present) {
+        error = "the model has no turboquant.* metadata";
+        return;
+    }
+    const tq_reader r{ctx};
+    try {
+        const uint32_t version = r.u32("turboquant.format_version");
+        if (version != TQ_FORMAT_VERSION) {
+            throw std::runtime_error("turboquant.format_version is " + std::to_string(version) + ", this build reads " +
+                                     std::to_string(TQ_FORMAT_VERSION));
+        }
+        if (r.u32("turboquant.block_size") != GGML_TQ_BLOCK || r.u32("turboquant.block_hi") != GGML_TQ_HI) {
+            throw std::runtime_error("turboquant.block_size/block_hi do not match this build's TQ blocks");
+        }
+        if (r.str("turboquant.codebook_scale") != "sqrt_dim") {
+            throw std::runtime_error("turboquant.codebook_scale must be sqrt_dim");
+        }
+        types = r.strs("turboquant.types");
+        n_layer   = r.u32("turboquant.layer_count");
+        n_kv_head = r.u32("turboquant.kv_head_count");
+        if (n_layer == 0 || n_layer > 4096 || n_kv_head == 0 || n_kv_head > 4096) {
+            throw std::runtime_error("turboquant.layer_count or turboquant.kv_head_count is out of range");
+        }
+        for (int kind = 0; kind < 2; ++kind) {
+            const std::string p = std::string("turboquant.") + kind_name(kind) + ".";
+            const uint32_t d = r.u32(p + "head_dim");
+            if (d == 0 || d > 1024 || d % GGML_TQ_BLOCK != 0) {
+                throw std::runtime_error(p + "head_dim is " + std::to_string(d) + ", not a multiple of 64 up to 1024");
+            }
+            head_dim[kind] = d;
+            layer_seeds[kind] = r.arr<uint64_t>(p + "layer_seeds", GGUF_TYPE_UINT64, n_layer);
+            const uint32_t n_hi = d / 4;
+            outliers[kind] = r.arr<int32_t>(p + "outliers", GGUF_TYPE_INT32, (size_t) n_layer * n_kv_head * n_hi);
+            for (size_t h = 0; h < (size_t) n_layer * n_kv_head; ++h) {
+                for (uint32_t i = 0; i < n_hi; ++i) {
+                    const int32_t c = outliers[kind][h * n_hi + i];
+                    if (c < 0 || c >= (int32_t) d || (i > 0 && c <= outliers[kind][h * n_hi + i - 1])) {
+                        throw std::runtime_error(p + "outliers: each head's channels must be sorted, distinct and inside the head");
+                    }
+                }
+            }
+        }
+        for (const std::string & t : types) {
+            const ggml_type type = t == "tq2_5" ? GGML_TYPE_TQ2_5 : t == "tq3_5" ? GGML_TYPE_TQ3_5 : GGML_TYPE_COUNT;
+            if (type == GGML_TYPE_COUNT) {
+                throw std::runtime_error("turboquant.types names an unknown type '" + t + "'");
+            }
+            const auto bits = r.arr<uint32_t>("turboquant." + t + ".bits", GGUF_TYPE_UINT32, 2);
+            if ((int) bits[0] != ggml_tq_bits(type, true) || (int) bits[1] != ggml_tq_bits(type, false)) {
+                throw std::runtime_error("turboquant." + t + ".bits does not match the " + t + " block layout");
+            }
+            for (const bool hi : {true, false}) {
+                const int dim = hi ? GGML_TQ_HI : GGML_TQ_BLOCK - GGML_TQ_HI;
+                const int b = ggml_tq_bits(type, hi);
+                const std::string key = "turboquant.codebook.d" + std::to_string(dim) + ".b" + std::to_string(b);
+                auto c = r.arr<float>(key, GGUF_TYPE_FLOAT32, (size_t) 1 << b);
+                std::vector<float> own((size_t) 1 << b);
+                ggml_tq_default_codebook(dim, b, own.data());
+                for (size_t i = 0; i < c.size(); ++i) {
+                    if (!std::isfinite(c[i]) || (i > 0 && !(c[i] > c[i - 1]))) {
+                        throw std::runtime_error(key + " must be finite and strictly increasing");
+                    }
+                    if (std::fabs(c[i] - own[i]) > 1e-5f * std::sqrt((float) dim)) {
+                        throw std::runtime_error(key + " is not the Lloyd-Max codebook this build computes");
+                    }
+                }
+                codebooks[{dim, b}] = c;
+            }
+        }
+    } catch (const std::exception & e) {
+        error = std::string("malformed TurboQuant metadata: ") + e.what();
+    }
+}
+
+void llama_tq_meta::require(ggml_type type_k, ggml_type type_v, uint32_t n_layer_model, uint32_t n_kv_head_model,
+                            uint32_t head_dim_k, uint32_t head_dim_v) const {
+    const std::string what = std::string("a ") + ggml_type_name(ggml_tq_is_tq(type_k) ? type_k : type_v) + " KV cache";
+    if (!error.empty()) {
+        throw std::runtime_error(what + " needs TurboQuant metadata, but " + error + ": " + TQ_FIX);
+    }
+    if (n_layer != n_layer_model || n_kv_head != n_kv_head_model) {
+        throw std::runtime_error(what + ": the TurboQuant metadata was made for " + std::to_string(n_layer) + " layers x " +
+                                 std::to_string(n_kv_head) + " KV heads, the model has " + std::to_string(n_layer_model) + " x " +
+                                 std::to_string(n_kv_head_model) + ": " + TQ_FIX);
+    }
+    const ggml_type kinds[2] = {type_k, type_v};
+    const uint32_t dims[2] = {head_dim_k, head_dim_v};
+    for (int kind = 0; kind < 2; ++kind) {
+        const ggml_type t = kinds[kind];
+        if (!ggml_tq_is_tq(t)) {
+            continue;
+        }
+        if (head_dim[kind] != dims[kind]) {
+            throw std::runtime_error(what + ": the TurboQuant metadata is for " + kind_name(kind) + " heads of " +
+                                     std::to_string(head_dim[kind]) + ", the model's are " + std::to_string(dims[kind]) + ": " + TQ_FIX);
+        }
+        bool prepared = false;
+        for (const auto & name : types) prepared |= name == ggml_type_name(t);
+        if (!prepared) {
+            throw std::runtime_error(what + ": the model was not prepared for " + ggml_type_name(t) + ": " + TQ_FIX +
+                                     " (with --types including " + ggml_type_name(t) + ")");
+        }
+        const auto & hi = codebooks.at({GGML_TQ_HI, ggml_tq_bits(t, true)});
+        const auto & lo = codebooks.at({GGML_TQ_BLOCK - GGML_TQ_HI, ggml_tq_bits(t, false)});
+        if (!ggml_tq_set_codebooks(t, hi.data(), lo.data())) {
+            throw std::runtime_error(what + ": ggml refused the model's codebooks: " + TQ_FIX);
+        }
+    }
+}
+
+std::vector<float> llama_tq_meta::transforms(uint32_t il, int kind, bool inverse) const {
+    const uint32_t d = head_dim[kind];
+    const uint32_t n_hi = d / 4;
+    std::vector<float> out((size_t) d * d * n_kv_head);
+    std::vector<float> t((size_t) d * d);
+    for (uint32_t h = 0; h < n_kv_head; ++h) {
+        const int32_t * o = outliers[kind].data() + ((size_t) il * n_kv_head + h) * n_hi;
+        if (!ggml_tq_head_transform(t.data(), (int) d, layer_seeds[kind][il], (int) h, o)) {
+            throw std::runtime_error("TurboQuant: cannot build the transform of layer " + std::to_string(il) + ": " + TQ_FIX);
+        }
+        float * dst = out.data() + (size_t) h * d * d;
+        // ggml_mul_mat(A, x) computes y[i] = sum_k A[i*d + k] x[k]: A is T row-major, or T^T for the inverse
+        for (uint32_t i = 0; i < d; ++i) {
+            for (uint32_t k = 0; k < d; ++k) {
+                dst[(size_t) i * d + k] = inverse ? t[(size_t) k * d + i] : t[(size_t) i * d + k];
+            }
+        }
+    }
+    return out;
+}
+
+ggml_tensor * llama_tq_apply(ggml_context * ctx, ggml_tensor * x, ggml_tensor * T) {
+    const int64_t d = T->ne[0];
+    // [d, n_head, n_tokens] (Q/K/V) or [d*n_head, n_tokens] (the attention output)
+    const int64_t n_head = x->ne[0] == d ? x->ne[1] : x->ne[0] / d;
+    const int64_t n_tokens = ggml_nelements(x) / (d * n_head);
+    ggml_tensor * y = ggml_is_contiguous(x) ? x : ggml_cont(ctx, x);
+    y = ggml_reshape_3d(ctx, y, d, n_head, n_tokens);
+    // heads to dim 2, so one batched product applies each head's own matrix
+    y = ggml_cont(ctx, ggml_permute(ctx, y, 0, 2, 1, 3));          // [d, n_tokens, n_head]
+    y = ggml_mul_mat(ctx, T, y);                                     // [d, n_tokens, n_head]
+    y = ggml_cont(ctx, ggml_permute(ctx, y, 0, 2, 1, 3));          // [d, n_head, n_tokens]
+    return ggml_reshape(ctx, y, x);
+}

@@ -1,0 +1,43 @@
+// TurboQuant KV cache in llama.cpp (tqgguf): the model's turboquant.* metadata and the
+// per-layer, per-KV-head transforms the graph applies to Q/K/V. Copied into src/ by tqgguf's
+// scripts/import-core.sh; the key names and checks mirror tqgguf/metadata.py.
+#pragma once
+
+#include "ggml.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+struct gguf_context;
+
+struct llama_tq_meta {
+    bool        present = false; // the model has turboquant.* keys
+    std::string error;           // why they are unusable; empty when they are usable
+
+    uint32_t n_layer   = 0;
+    uint32_t n_kv_head = 0;
+    uint32_t head_dim[2] = {0, 0};           // [0] = K, [1] = V
+    std::vector<uint64_t> layer_seeds[2];    // per layer
+    std::vector<int32_t>  outliers[2];       // n_layer * n_kv_head * head_dim/4
+    std::vector<std::string> types;
+    std::map<std::pair<int, int>, std::vector<float>> codebooks; // (dim, bits) -> centroids * sqrt(dim)
+
+    // Read and check the metadata; never throws (problems are kept in `error`).
+    void load(const gguf_context * ctx);
+
+    // Throw std::runtime_error, one line naming `tqgguf prepare`, unless a cache with these types
+    // can be built for a model of this shape; on success install the model's codebooks in ggml.
+    void require(ggml_type type_k, ggml_type type_v, uint32_t n_layer_model, uint32_t n_kv_head_model,
+                 uint32_t head_dim_k, uint32_t head_dim_v) const;
+
+    // The transforms of layer il for K (kind 0) or V (kind 1): n_kv_head matrices of d x d floats,
+    // in ggml_mul_mat's src0 layout, y = T x (or x = T^T y when `inverse`).
+    std::vector<float> transforms(uint32_t il, int kind, bool inverse) const;
+};
+
+// y = T x for every head of x ([d, n_head, n_tokens], or [d*n_head, n_tokens] with d = T->ne[0]);
+// T is [d, d, n_kv_head] and head h uses T[h / (n_head / n_kv_head)], as attention does.
+ggml_tensor * llama_tq_apply(ggml_context * ctx, ggml_tensor * x, ggml_tensor * T);

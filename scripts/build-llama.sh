@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Build llama.cpp (pinned: the llama-cpp-python 0.3.36 sdist, upstream 0c1e570) with tqgguf's
+# patch series and C core, and install its tools into PREFIX/bin.
+#
+#   scripts/build-llama.sh [--cuda] [--asan] [--src DIR] [--prefix DIR] [--jobs N]
+#
+#   --cuda        also build the CUDA backend (CMAKE_CUDA_ARCHITECTURES from $CUDA_ARCHS, default 90)
+#   --asan        AddressSanitizer build (a separate cache entry)
+#   --src DIR     start from your own checkout of upstream 0c1e570 instead of the sdist (it is copied)
+#   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
+#
+# The build is cached under a key made of the pin, the patches, cpp/ and the options: a second
+# call with nothing changed prints PREFIX in seconds. PREFIX/.complete is written last, so an
+# interrupted build is never taken for a finished one. Prints PREFIX on stdout.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cuda=0 asan=0 src="" prefix="" jobs=$(nproc)
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cuda) cuda=1 ;;
+        --asan) asan=1 ;;
+        --src) src=$(cd "$2" && pwd); shift ;;
+        --prefix) prefix=$2; shift ;;
+        --jobs|-j) jobs=$2; shift ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-llama.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+die() { echo "build-llama.sh: error: $*" >&2; exit 1; }
+log() { echo "build-llama.sh: $*" >&2; }
+
+cache=${TQGGUF_CACHE:-$HOME/.cache/tqgguf}
+SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+UPSTREAM=0c1e570
+TARGETS="llama-cli llama-server llama-perplexity llama-bench llama-passkey test-backend-ops test-tq-ops test-save-load-state ggml-rpc-server"
+
+key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targets=$TARGETS";
+         cd "$root"; cat patches/series; for p in $(cat patches/series); do cat "patches/$p"; done;
+         find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh scripts/import-core.sh; } | sha256sum | cut -c1-16)
+[ -n "$src" ] && key="$key-src"
+prefix=${prefix:-$cache/llama/$key}
+if [ -f "$prefix/.complete" ] && [ "$(cat "$prefix/.complete")" = "$key" ]; then
+    for t in $TARGETS; do [ -x "$prefix/bin/$t" ] || die "cached build $prefix lacks bin/$t: delete $prefix and run again"; done
+    echo "$prefix"
+    exit 0
+fi
+
+work=$cache/llama-work/$key
+rm -rf "$work"
+mkdir -p "$work"
+if [ -n "$src" ]; then
+    if git -C "$src" rev-parse HEAD >/dev/null 2>&1; then
+        head=$(git -C "$src" rev-parse HEAD)
+        case "$head" in $UPSTREAM*) ;; *) die "$src is at commit ${head:0:12}, the patches are for upstream $UPSTREAM";; esac
+    fi
+    log "copying $src"
+    tar -C "$src" --exclude=.git --exclude='build*' -cf - . | tar -C "$work" -xf -
+    mv "$work" "$work.tmp" && mkdir -p "$work" && mv "$work.tmp" "$work/llama.cpp"
+else
+    bash "$root/scripts/setup-env.sh"
+    sdist=$("$root/.venv/bin/python" -c 'from tqgguf import assets; print(assets.fetch(assets.LLAMA_SDIST))')
+    log "unpacking $(basename "$sdist")"
+    tar -C "$work" -xzf "$sdist" llama_cpp_python-0.3.36/vendor/llama.cpp
+    mv "$work/llama_cpp_python-0.3.36/vendor/llama.cpp" "$work/llama.cpp"
+    rm -f "$work/llama.cpp/.git"
+fi
+tree=$work/llama.cpp
+
+for p in $(cat "$root/patches/series"); do
+    if ! patch -d "$tree" -p1 --dry-run --batch --forward -s < "$root/patches/$p" >/dev/null 2>&1; then
+        patch -d "$tree" -p1 --dry-run --batch --forward < "$root/patches/$p" | grep -i "fail\|reject" | head -5 >&2 || true
+        die "patch $p does not apply to $( [ -n "$src" ] && echo "$src" || echo "the pinned sdist"): is it upstream $UPSTREAM?"
+    fi
+    patch -d "$tree" -p1 --batch --forward -s < "$root/patches/$p"
+done
+bash "$root/scripts/import-core.sh" "$tree"
+
+opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON
+      -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON -DGGML_NATIVE=ON)
+command -v ccache >/dev/null && opts+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+[ "$cuda" = 1 ] && opts+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90}")
+[ "$asan" = 1 ] && opts+=(-DLLAMA_SANITIZE_ADDRESS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+log "configuring ($([ "$cuda" = 1 ] && echo CUDA || echo CPU)$([ "$asan" = 1 ] && echo ", ASan"))"
+cmake -S "$tree" -B "$work/build" "${opts[@]}" > "$work/configure.log" 2>&1 || { tail -20 "$work/configure.log" >&2; die "cmake configure failed (log: $work/configure.log)"; }
+log "building $TARGETS with $jobs jobs (a few minutes; log: $work/build.log)"
+# shellcheck disable=SC2086
+cmake --build "$work/build" -j "$jobs" --target $TARGETS > "$work/build.log" 2>&1 || { grep -m5 -B2 -A5 "error" "$work/build.log" >&2 || tail -30 "$work/build.log" >&2; die "build failed (log: $work/build.log)"; }
+
+rm -rf "$prefix"
+mkdir -p "$prefix/bin"
+for t in $TARGETS; do cp "$work/build/bin/$t" "$prefix/bin/"; done
+rm -rf "$work"
+echo "$key" > "$prefix/.complete"
+log "installed into $prefix/bin"
+echo "$prefix"
