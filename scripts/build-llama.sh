@@ -78,6 +78,8 @@ bash "$root/scripts/import-core.sh" "$tree"
 
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON
       -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON -DGGML_NATIVE=ON)
+# ccache with paths relative to the work folder: a new cache key rebuilds only what changed
+export CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1
 command -v ccache >/dev/null && opts+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 [ "$cuda" = 1 ] && opts+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90}")
 [ "$asan" = 1 ] && opts+=(-DLLAMA_SANITIZE_ADDRESS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)

@@ -84,7 +84,8 @@ class Settings:
     extra: list[str] = field(default_factory=list)
 
     def args(self) -> list[str]:
-        a = ["-c", self.ctx, "--chunks", self.chunks, "-fa", self.flash_attn, "-ngl", self.ngl]
+        # -lv 4: the KV-cache size lines are logged at "trace" level in this llama.cpp
+        a = ["-c", self.ctx, "--chunks", self.chunks, "-fa", self.flash_attn, "-ngl", self.ngl, "-lv", 4]
         if self.threads:
             a += ["-t", self.threads]
         return a + self.extra
@@ -120,6 +121,7 @@ def _check_chunks(out: str, s: Settings) -> None:
 def run_base(model: Path, text: Path, out: Path, s: Settings, binary: Path) -> Path:
     """The f16-cache run that saves base logits (cached by fingerprint)."""
     fp = _fingerprint(model, text, s, binary)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
     base = out / "runs" / f"base-{fp}.kld"
     done = out / "runs" / f"base-{fp}.json"
     if base.exists() and done.exists():

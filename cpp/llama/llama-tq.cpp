@@ -147,7 +147,7 @@ void llama_tq_meta::load(const gguf_context * ctx) {
             }
         }
     } catch (const std::exception & e) {
-        error = std::string("malformed TurboQuant metadata: ") + e.what();
+        error = e.what();
     }
 }
 
@@ -155,7 +155,7 @@ void llama_tq_meta::require(ggml_type type_k, ggml_type type_v, uint32_t n_layer
                             uint32_t head_dim_k, uint32_t head_dim_v) const {
     const std::string what = std::string("a ") + ggml_type_name(ggml_tq_is_tq(type_k) ? type_k : type_v) + " KV cache";
     if (!error.empty()) {
-        throw std::runtime_error(what + " needs TurboQuant metadata, but " + error + ": " + TQ_FIX);
+        throw std::runtime_error(what + " needs the model's TurboQuant metadata, but " + error + ": " + TQ_FIX);
     }
     if (n_layer != n_layer_model || n_kv_head != n_kv_head_model) {
         throw std::runtime_error(what + ": the TurboQuant metadata was made for " + std::to_string(n_layer) + " layers x " +

@@ -1,0 +1,58 @@
+"""Test helper: copies of a prepared GGUF with one turboquant.* key broken in one way each.
+
+Used by the Python reader's tests (test_metadata.py) and by the patched llama.cpp's
+(test_llama_cpu.py): both must refuse every case with one line, never crash.
+"""
+import numpy as np
+from gguf.constants import GGUFValueType as VT
+
+from tqgguf import metadata
+from tqgguf.gguf_file import Header, header_bytes, make_kv, read_header
+
+
+def rewrite(src, dst, edit):
+    """Copy ``src`` with its KV list passed through ``edit``; tensors byte for byte."""
+    hdr = read_header(src)
+    new = Header(version=hdr.version, kvs=edit(list(hdr.kvs)), tensors=hdr.tensors, alignment=hdr.alignment)
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        out.write(header_bytes(new))
+        f.seek(hdr.data_offset)
+        while chunk := f.read(16 << 20):
+            out.write(chunk)
+    return dst
+
+
+def replace(key, vtype, value, elem=None):
+    return lambda kvs: [make_kv(key, vtype, value, elem) if kv.key == key else kv for kv in kvs]
+
+
+def drop(key):
+    return lambda kvs: [kv for kv in kvs if kv.key != key]
+
+
+def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
+    """name -> (edit, a word the refusal must contain), for a model of this shape."""
+    n_out = n_layer * n_kv * head_dim // 4
+    return {
+        "missing version": (drop(metadata.K_VERSION), metadata.K_VERSION),
+        "future version": (replace(metadata.K_VERSION, VT.UINT32, 99), "format_version"),
+        "version as string": (replace(metadata.K_VERSION, VT.STRING, "1"), "wrong type"),
+        "head dim 80": (replace(metadata.k_head_dim("k"), VT.UINT32, 80), "head_dim"),
+        "absurd layers": (replace(metadata.K_LAYERS, VT.UINT32, 2**31), "layer_count"),
+        "absurd kv heads": (replace(metadata.K_KV_HEADS, VT.UINT32, 2**30), "kv_head_count"),
+        "seeds too short": (replace(metadata.k_layer_seeds("v"), VT.ARRAY, [1], VT.UINT64), "layer_seeds"),
+        "seeds wrong type": (replace(metadata.k_layer_seeds("v"), VT.ARRAY, [1.0] * n_layer, VT.FLOAT32), "layer_seeds"),
+        "outliers short": (replace(metadata.k_outliers("k"), VT.ARRAY, np.arange(5), VT.INT32), "outliers"),
+        "outliers huge count": (replace(metadata.k_outliers("k"), VT.ARRAY, np.arange(n_out * 4), VT.INT32), "outliers"),
+        "outliers out of range": (replace(metadata.k_outliers("k"), VT.ARRAY, np.arange(n_out) + 10**6, VT.INT32),
+                                  "outliers"),
+        "outliers repeated": (replace(metadata.k_outliers("k"), VT.ARRAY, np.zeros(n_out), VT.INT32), "outliers"),
+        "codebook nan": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [np.nan, 0, 1, 2], VT.FLOAT32), "d48.b2"),
+        "codebook short": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [0.0, 1.0], VT.FLOAT32), "d48.b2"),
+        "codebook wrong values": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [-2.0, -1.0, 1.0, 2.0], VT.FLOAT32),
+                                  "d48.b2"),
+        "codebook wrong type": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [-2, -1, 1, 2], VT.INT32), "d48.b2"),
+        "type bits": (replace(metadata.k_type_bits("tq2_5"), VT.ARRAY, [4, 2], VT.UINT32), "tq2_5"),
+        "unknown type": (replace(metadata.K_TYPES, VT.ARRAY, ["tq9_9"], VT.STRING), "tq9_9"),
+        "block size": (replace(metadata.K_BLOCK, VT.UINT32, 32), "block_size"),
+    }
