@@ -141,7 +141,7 @@ static void tq_pack(const uint8_t * codes, int n, int bits, uint8_t * out) {
     }
 }
 
-static void tq_unpack(const uint8_t * in, int n, int bits, uint8_t * codes) {
+static inline void tq_unpack(const uint8_t * in, int n, int bits, uint8_t * codes) {
     const int per_byte = 8 / bits;
     const int nbytes = n / per_byte;
     const uint8_t mask = (uint8_t) ((1u << bits) - 1);
@@ -167,7 +167,7 @@ static void tq_pack_codes(const uint8_t * codes, int n, int bits, uint8_t * out)
     tq_pack(hi, n, 1, out + n / 4);
 }
 
-static void tq_unpack_codes(const uint8_t * in, int n, int bits, uint8_t * codes) {
+static inline void tq_unpack_codes(const uint8_t * in, int n, int bits, uint8_t * codes) {
     if (bits != 3) {
         tq_unpack(in, n, bits, codes);
         return;
@@ -199,25 +199,26 @@ void tq_quantize_row(enum tq_type t, const float * x, void * blocks, int64_t n, 
     }
 }
 
-void tq_dequantize_row(enum tq_type t, const void * blocks, float * y, int64_t n, const tq_codebooks * cb) {
-    const size_t bb = tq_block_bytes(t);
-    const int hi_bytes = TQ_HI * cb->hi.bits / 8;
+// One group's values: codes of a compile-time width (so the plane loops unroll) times the scale.
+static inline void tq_dequantize_group(const uint8_t * in, int n, int bits, float scale, const float * c, float * v) {
     uint8_t codes[TQ_LO];
+    tq_unpack_codes(in, n, bits, codes);
+    for (int i = 0; i < n; ++i) {
+        v[i] = scale * c[codes[i]];
+    }
+}
+
+void tq_dequantize_row(enum tq_type t, const void * blocks, float * y, int64_t n, const tq_codebooks * cb) {
     for (int64_t b = 0; b < n / TQ_BLOCK; ++b) {
-        const uint8_t * in = (const uint8_t *) blocks + b * bb;
         float * v = y + b * TQ_BLOCK;
-        uint16_t d_hi, d_lo;
-        memcpy(&d_hi, in, 2);
-        memcpy(&d_lo, in + 2, 2);
-        const float s_hi = tq_fp16_to_fp32(d_hi);
-        const float s_lo = tq_fp16_to_fp32(d_lo);
-        tq_unpack_codes(in + 4, TQ_HI, cb->hi.bits, codes);
-        for (int i = 0; i < TQ_HI; ++i) {
-            v[i] = s_hi * cb->hi.c[codes[i]];
-        }
-        tq_unpack_codes(in + 4 + hi_bytes, TQ_LO, cb->lo.bits, codes);
-        for (int i = 0; i < TQ_LO; ++i) {
-            v[TQ_HI + i] = s_lo * cb->lo.c[codes[i]];
+        if (t == TQ_TYPE_TQ2_5) {
+            const block_tq2_5 * x = (const block_tq2_5 *) blocks + b;
+            tq_dequantize_group(x->hi_q2, TQ_HI, 3, tq_fp16_to_fp32(x->d_hi), cb->hi.c, v);
+            tq_dequantize_group(x->lo_q2, TQ_LO, 2, tq_fp16_to_fp32(x->d_lo), cb->lo.c, v + TQ_HI);
+        } else {
+            const block_tq3_5 * x = (const block_tq3_5 *) blocks + b;
+            tq_dequantize_group(x->hi_q4, TQ_HI, 4, tq_fp16_to_fp32(x->d_hi), cb->hi.c, v);
+            tq_dequantize_group(x->lo_q2, TQ_LO, 3, tq_fp16_to_fp32(x->d_lo), cb->lo.c, v + TQ_HI);
         }
     }
 }

@@ -5,6 +5,10 @@
 
 #include <string.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 void quantize_row_tq2_5(const float * x, void * y, int64_t k) {
     quantize_row_tq2_5_ref(x, y, k);
 }
@@ -24,12 +28,24 @@ static inline void tq_plane(const uint8_t * p, int n, int bits, int shift, uint8
     }
 }
 
+// sum_i c[codes[i]] * y[i] for n = 16 or 48. With AVX-512 the codebook (up to 16 entries) sits in
+// one register and a permute looks up 16 codes at once.
 static inline float tq_group_dot(const uint8_t * codes, const float * c, const float * y, int n) {
+#if defined(__AVX512F__)
+    const __m512 lut = _mm512_loadu_ps(c);
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) (codes + i)));
+        acc = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, lut), _mm512_loadu_ps(y + i), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+#else
     float sum = 0.0f;
     for (int i = 0; i < n; ++i) {
         sum += c[codes[i]] * y[i];
     }
     return sum;
+#endif
 }
 
 static inline float tq_f16(uint16_t h) {
