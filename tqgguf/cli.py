@@ -160,7 +160,10 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
     fetched and prepared automatically.
     """
     import platform
-    configs = [cmp.parse_config(c.strip()) for c in configs.split(",") if c.strip()]
+    try:
+        configs = [cmp.parse_config(c.strip()) for c in configs.split(",") if c.strip()]
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if model is None:
         src = assets.default_model()
         model = str(Path(out_dir) / "model" / (src.stem + ".tq.gguf"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -107,8 +108,6 @@ def _slug(name: str) -> str:
 
 
 def _check_chunks(out: str, s: Settings) -> None:
-    import re
-    m = re.search(r"tokenized input has (\d+) tokens|calculating perplexity over (\d+) chunks", out)
     need = re.search(r"you need at least (\d+) tokens", out)
     if need:
         raise CompareError(f"the text is too short: llama-perplexity needs at least {need.group(1)} tokens for -c {s.ctx}")
