@@ -179,3 +179,25 @@ def test_rpc_backend_gives_the_local_perplexity(llama_bin, prepared_smollm2, tex
     # the KV cache (and the layers) live on the RPC server
     assert re.search(r"RPC\S* KV buffer size", remote.stderr), remote.stderr[-3000:]
     assert ppl[1] == pytest.approx(ppl[0], rel=1e-3)
+
+
+def test_context_shift_keeps_recall(llama_bin, prepared_smollm2):
+    """Self-extend (--grp-attn-n 2) moves cached positions (seq_add/seq_div), so the K-shift graph
+    undoes the TQ transform, re-ropes and re-quantizes every cached K: the needle must survive."""
+    r = _run([llama_bin / "llama-passkey", "-m", prepared_smollm2, "--junk", 60, "--pos", 50, "--grp-attn-n", 2,
+              "--seed", 1234, "-fa", "on", "-ctk", "tq3_5", "-ctv", "tq3_5"])
+    _no_crash(r)
+    out = r.stdout + r.stderr
+    m = re.search(r"passkey = (\d+), inserted", out)
+    assert r.returncode == 0 and m, out[-3000:]
+    answer = out[out.index("What is the pass key?"):]
+    assert m.group(1) in answer.split("pass key is", 1)[1][:20], answer[:200]
+
+
+def test_recall_table(llama_bin, prepared_smollm2, tmp_path):
+    from tqgguf import recall as rc
+    recs = rc.recall(llama_bin / "llama-passkey", prepared_smollm2, [cmp.parse_config("tq3_5")], tmp_path,
+                     lengths=(1024,), depths=(0.5,))
+    assert recs[0]["status"] == "ok" and recs[0]["recalled"], recs
+    table = rc.markdown(recs, (1024,), (0.5,))
+    assert "| tq3_5 | ✓ | 1/1 |" in table

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import assets, blocks, compare as cmp, llama as ll, metadata, prepare as prep
+from . import assets, blocks, compare as cmp, llama as ll, metadata, prepare as prep, recall as rc
 from .gguf_file import GGUFError, read_header
 
 
@@ -46,6 +46,7 @@ def main():
     tqgguf inspect MODEL.gguf     show it, with the bits per value each TQ type costs
     tqgguf build [--cuda]         build the patched llama.cpp (cached)
     tqgguf compare MODEL.gguf     PPL / KLD / memory of every KV-cache type, side by side
+    tqgguf recall MODEL.gguf      needle-in-a-haystack recall per KV-cache type (llama-passkey)
     """
 
 
@@ -192,6 +193,44 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
     failed = [r["config"] for r in records if r["status"] != "ok"]
     if failed:
         click.echo(f"tqgguf: {len(failed)} configuration(s) failed: {', '.join(failed)} (logs in {out / 'runs'})", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.option("--configs", default="f16,q8_0,q4_0,tq3_5,tq2_5", show_default=True,
+              help="Comma-separated cache configurations, as for `compare`.")
+@click.option("--lengths", default=",".join(map(str, rc.DEFAULT_LENGTHS)), show_default=True,
+              help="Prompt lengths in tokens.")
+@click.option("--depths", default=",".join(map(str, rc.DEFAULT_DEPTHS)), show_default=True,
+              help="Where the needle sits, as a fraction of the prompt.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/recall", show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--ngl", type=int, default=0, show_default=True)
+@click.option("--llama-bin", type=click.Path(file_okay=False), default=None)
+@click.option("-q", "--quiet", is_flag=True)
+@one_line_errors
+def recall(model, configs, lengths, depths, out_dir, threads, ngl, llama_bin, quiet):
+    """Needle-in-a-haystack recall of MODEL for each KV-cache configuration (recall.md/.json)."""
+    try:
+        configs = [cmp.parse_config(c.strip()) for c in configs.split(",") if c.strip()]
+        lengths = [int(x) for x in lengths.split(",")]
+        depths = [float(x) for x in depths.split(",")]
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if any(c.uses_tq for c in configs) and not metadata.has_metadata(prep.read_model_header(model)):
+        raise UserError(f"{model} has no TurboQuant metadata, needed by the TQ configurations: "
+                        f"run `tqgguf prepare {model}` first")
+    binary = ll.find_bin("llama-passkey", llama_bin)
+    out = Path(out_dir)
+    n = len(configs) * len(lengths) * len(depths)
+    with click.progressbar(length=n, label="llama-passkey runs", file=sys.stderr, hidden=quiet,
+                           item_show_func=lambda s: s) as bar:
+        recs = rc.recall(binary, Path(model), configs, out, lengths, depths,
+                         progress=lambda s: bar.update(1, s), threads=threads, ngl=ngl)
+    header = f"Passkey recall, model `{model}`, seed 1234, FA on; ✓ recalled, ✗ not.\n"
+    (out / "recall.md").write_text(rc.markdown(recs, lengths, depths, header))
+    (out / "recall.json").write_text(json.dumps(recs, indent=1))
+    click.echo((out / "recall.md").read_text())
 
 
 if __name__ == "__main__":
