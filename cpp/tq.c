@@ -13,9 +13,6 @@ static const int tq_bits[TQ_TYPE_COUNT][2] = {
 int tq_hi_bits(enum tq_type t) { return tq_bits[t][0]; }
 int tq_lo_bits(enum tq_type t) { return tq_bits[t][1]; }
 
-size_t tq_block_bytes(enum tq_type t) {
-    return t == TQ_TYPE_TQ2_5 ? sizeof(block_tq2_5) : sizeof(block_tq3_5);
-}
 
 int tq_codebook_init(tq_codebook * cb, int bits, const float * centroids) {
     if (bits < 1 || bits > 4) {

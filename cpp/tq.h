@@ -69,7 +69,9 @@ enum tq_type { TQ_TYPE_TQ2_5 = 0, TQ_TYPE_TQ3_5 = 1, TQ_TYPE_COUNT = 2 };
 
 int tq_hi_bits(enum tq_type t);
 int tq_lo_bits(enum tq_type t);
-size_t tq_block_bytes(enum tq_type t);
+static inline size_t tq_block_bytes(enum tq_type t) {
+    return t == TQ_TYPE_TQ2_5 ? sizeof(block_tq2_5) : sizeof(block_tq3_5);
+}
 
 // Fills cb from 2^bits centroids; returns 0, or -1 when they are not finite and
 // strictly increasing or bits is not 1..4.

@@ -54,36 +54,45 @@ static inline float tq_f16(uint16_t h) {
     return ggml_fp16_to_fp32(v);
 }
 
-void ggml_vec_dot_tq2_5_f32(int n, float * s, size_t bs, const void * vx, size_t bx, const void * vy, size_t by, int nrc) {
-    (void) bs; (void) bx; (void) by; (void) nrc;
-    const tq_codebooks * cb = ggml_tq_codebooks(GGML_TYPE_TQ2_5);
-    const block_tq2_5 * x = (const block_tq2_5 *) vx;
-    const float * y = (const float *) vy;
+// The codes of one block's two groups, and its scales.
+static inline void tq_decode_block(enum tq_type t, const void * blk, uint8_t * hi, uint8_t * lo, float * d_hi, float * d_lo) {
+    memset(hi, 0, TQ_HI);
+    memset(lo, 0, TQ_LO);
+    if (t == TQ_TYPE_TQ2_5) {
+        const block_tq2_5 * x = (const block_tq2_5 *) blk;
+        tq_plane(x->hi_q2, TQ_HI, 2, 0, hi);
+        tq_plane(x->hi_q1, TQ_HI, 1, 2, hi);
+        tq_plane(x->lo_q2, TQ_LO, 2, 0, lo);
+        *d_hi = tq_f16(x->d_hi);
+        *d_lo = tq_f16(x->d_lo);
+    } else {
+        const block_tq3_5 * x = (const block_tq3_5 *) blk;
+        tq_plane(x->hi_q4, TQ_HI, 4, 0, hi);
+        tq_plane(x->lo_q2, TQ_LO, 2, 0, lo);
+        tq_plane(x->lo_q1, TQ_LO, 1, 2, lo);
+        *d_hi = tq_f16(x->d_hi);
+        *d_lo = tq_f16(x->d_lo);
+    }
+}
+
+static inline float tq_vec_dot(enum tq_type t, const tq_codebooks * cb, int n, const void * vx, const float * y) {
+    const size_t bb = tq_block_bytes(t);
     float sum = 0.0f;
     for (int b = 0; b < n / TQ_BLOCK; ++b, y += TQ_BLOCK) {
-        uint8_t hi[TQ_HI] = {0}, lo[TQ_LO] = {0};
-        tq_plane(x[b].hi_q2, TQ_HI, 2, 0, hi);
-        tq_plane(x[b].hi_q1, TQ_HI, 1, 2, hi);
-        tq_plane(x[b].lo_q2, TQ_LO, 2, 0, lo);
-        sum += tq_f16(x[b].d_hi) * tq_group_dot(hi, cb->hi.c, y, TQ_HI)
-             + tq_f16(x[b].d_lo) * tq_group_dot(lo, cb->lo.c, y + TQ_HI, TQ_LO);
+        uint8_t hi[TQ_HI], lo[TQ_LO];
+        float d_hi, d_lo;
+        tq_decode_block(t, (const char *) vx + b * bb, hi, lo, &d_hi, &d_lo);
+        sum += d_hi * tq_group_dot(hi, cb->hi.c, y, TQ_HI) + d_lo * tq_group_dot(lo, cb->lo.c, y + TQ_HI, TQ_LO);
     }
-    *s = sum;
+    return sum;
+}
+
+void ggml_vec_dot_tq2_5_f32(int n, float * s, size_t bs, const void * vx, size_t bx, const void * vy, size_t by, int nrc) {
+    (void) bs; (void) bx; (void) by; (void) nrc;
+    *s = tq_vec_dot(TQ_TYPE_TQ2_5, ggml_tq_codebooks(GGML_TYPE_TQ2_5), n, vx, (const float *) vy);
 }
 
 void ggml_vec_dot_tq3_5_f32(int n, float * s, size_t bs, const void * vx, size_t bx, const void * vy, size_t by, int nrc) {
     (void) bs; (void) bx; (void) by; (void) nrc;
-    const tq_codebooks * cb = ggml_tq_codebooks(GGML_TYPE_TQ3_5);
-    const block_tq3_5 * x = (const block_tq3_5 *) vx;
-    const float * y = (const float *) vy;
-    float sum = 0.0f;
-    for (int b = 0; b < n / TQ_BLOCK; ++b, y += TQ_BLOCK) {
-        uint8_t hi[TQ_HI] = {0}, lo[TQ_LO] = {0};
-        tq_plane(x[b].hi_q4, TQ_HI, 4, 0, hi);
-        tq_plane(x[b].lo_q2, TQ_LO, 2, 0, lo);
-        tq_plane(x[b].lo_q1, TQ_LO, 1, 2, lo);
-        sum += tq_f16(x[b].d_hi) * tq_group_dot(hi, cb->hi.c, y, TQ_HI)
-             + tq_f16(x[b].d_lo) * tq_group_dot(lo, cb->lo.c, y + TQ_HI, TQ_LO);
-    }
-    *s = sum;
+    *s = tq_vec_dot(TQ_TYPE_TQ3_5, ggml_tq_codebooks(GGML_TYPE_TQ3_5), n, vx, (const float *) vy);
 }

@@ -105,20 +105,20 @@ void dequantize_row_tq3_5(const void * x, float * y, int64_t k) {
     tq_dequantize_row(TQ_TYPE_TQ3_5, x, y, k, ggml_tq_codebooks(GGML_TYPE_TQ3_5));
 }
 
-size_t quantize_tq2_5(const float * src, void * dst, int64_t nrows, int64_t n_per_row, const float * imatrix) {
-    (void) imatrix;
-    const size_t row_size = (size_t) (n_per_row / TQ_BLOCK) * sizeof(block_tq2_5);
+static size_t tq_quantize_rows(enum ggml_type type, const float * src, void * dst, int64_t nrows, int64_t n_per_row) {
+    const size_t row_size = ggml_row_size(type, n_per_row);
     for (int64_t r = 0; r < nrows; ++r) {
-        quantize_row_tq2_5_ref(src + r * n_per_row, (char *) dst + r * row_size, n_per_row);
+        tq_quantize_row(tq_type_of(type), src + r * n_per_row, (char *) dst + r * row_size, n_per_row, ggml_tq_codebooks(type));
     }
     return nrows * row_size;
 }
 
+size_t quantize_tq2_5(const float * src, void * dst, int64_t nrows, int64_t n_per_row, const float * imatrix) {
+    (void) imatrix; // TQ codebooks are fixed by the law of a rotated coordinate: no importance weighting
+    return tq_quantize_rows(GGML_TYPE_TQ2_5, src, dst, nrows, n_per_row);
+}
+
 size_t quantize_tq3_5(const float * src, void * dst, int64_t nrows, int64_t n_per_row, const float * imatrix) {
     (void) imatrix;
-    const size_t row_size = (size_t) (n_per_row / TQ_BLOCK) * sizeof(block_tq3_5);
-    for (int64_t r = 0; r < nrows; ++r) {
-        quantize_row_tq3_5_ref(src + r * n_per_row, (char *) dst + r * row_size, n_per_row);
-    }
-    return nrows * row_size;
+    return tq_quantize_rows(GGML_TYPE_TQ3_5, src, dst, nrows, n_per_row);
 }

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Copy a comparison's results into docs/results/ with how they were made.
+
+    scripts/publish-results.py OUT_DIR NAME "COMMAND THAT MADE THEM" [--recall RECALL_DIR]
+
+Writes docs/results/NAME.md (command, commit, machine, the table, bits per value by head
+size, the Pareto front) and docs/results/NAME.json / NAME.png.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+root = Path(__file__).resolve().parent.parent
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("name")
+ap.add_argument("command")
+ap.add_argument("--recall", default=None)
+a = ap.parse_args()
+out = Path(a.out)
+dst = root / "docs" / "results"
+dst.mkdir(parents=True, exist_ok=True)
+data = json.loads((out / "results.json").read_text())
+commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+
+import sys
+sys.path.insert(0, str(root))
+from tqgguf import compare as cmp  # noqa: E402
+
+recs = data["records"]
+front = cmp.pareto_front(recs)
+lines = [
+    f"# {a.name}",
+    "",
+    f"Command: `{a.command}`  ",
+    f"tqgguf commit `{commit}`; llama.cpp: the pinned sdist (upstream 0c1e570) + `patches/` at that commit.  ",
+    f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; CPU backend.  ",
+    f"Model: `{Path(data['meta']['model']).name}`; text: `{Path(data['meta']['text']).name}` (assets.py); "
+    f"c={data['meta']['ctx']}, {data['meta']['chunks']} chunks, flash attention {data['meta']['flash_attn']}; "
+    "KLD and same-top-token against an f16 cache in the same run.",
+    "",
+    cmp.markdown(recs),
+    "Bits per value count every scale; KV MiB is llama.cpp's own `K (...) + V (...)` line for this run's cache "
+    "(512 cells x 4 sequences). TQ bits per value are the same at head sizes 64, 128 and 256 "
+    "(tq2_5: 22 bytes / 64 values = 2.75; tq3_5: 30 / 64 = 3.75).",
+    "",
+    "Pareto front (no configuration has both fewer bits and lower KLD): "
+    + ", ".join(f"{r['config']} ({r['bits_per_value']:.2f} b, KLD {r['kld_mean']:.4f})" for r in front) + ".",
+    "",
+    f"![KLD against bits per value]({a.name}.png)",
+    "",
+]
+if a.recall:
+    lines += ["## Needle-in-a-haystack recall (llama-passkey)", "", (Path(a.recall) / "recall.md").read_text(), ""]
+(dst / f"{a.name}.md").write_text("\n".join(lines))
+shutil.copyfile(out / "pareto.png", dst / f"{a.name}.png")
+(dst / f"{a.name}.json").write_text(json.dumps(data, indent=1))
+print(dst / f"{a.name}.md")
