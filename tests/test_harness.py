@@ -120,3 +120,13 @@ def test_cli_unprepared_model_for_tq_configs(smollm2, tmp_path):
 def test_cli_unknown_config(smollm2, tmp_path):
     r = run_cli("compare", str(smollm2), "--configs", "q4_0,q3_x", "--out", str(tmp_path / "o"), "-q")
     assert_one_line_error(r, "unknown cache type")
+
+
+def test_recall_markdown():
+    from tqgguf import recall as rc
+    recs = [{"config": "tq2_5", "n_tokens": 1024, "depth": 0.5, "status": "ok", "recalled": True},
+            {"config": "tq2_5", "n_tokens": 2048, "depth": 0.5, "status": "ok", "recalled": False},
+            {"config": "q4_0", "n_tokens": 1024, "depth": 0.5, "status": "failed", "error": "x"}]
+    table = rc.markdown(recs, (1024, 2048), (0.5,))
+    assert "| tq2_5 | ✓ | ✗ | 1/2 |" in table
+    assert "| q4_0 | err | — | 0/0 |" in table
