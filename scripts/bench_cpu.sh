@@ -28,7 +28,8 @@ print(f"| cache K/V | tg32 @ d'"$depth"' t/s (median of {len(next(iter(by.values
 print("|---|---|---|---|")
 for t, v in by.items():
     m = statistics.median(v)
-    print(f"| {t} | {m:.2f} | {\", \".join(f\"{x:.1f}\" for x in v)} | {m / base:.2f}x |")
+    runs = ", ".join("%.1f" % x for x in v)
+    print(f"| {t} | {m:.2f} | {runs} | {m / base:.2f}x |")
 print()
 print("llama-bench build:", rows[0].get("build_commit"), "| CPU:", rows[0].get("cpu_info"), "| threads:", rows[0].get("n_threads"))
 '
