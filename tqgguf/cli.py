@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -69,16 +70,14 @@ def prepare(model, output, in_place, seed, types_text, quiet):
     chosen data-free from the model's K/V projection weights (docs/metadata.md).
     """
     types = prep.parse_types(types_text)
-    hdr = prep.read_model_header(model)
     dst = prep.resolve_output(model, output, in_place)
-    shape = prep.model_shape(hdr)
-    with click.progressbar(length=shape.n_layer, label="choosing outlier channels", file=sys.stderr,
-                           hidden=quiet) as bar:
-        meta = prep.build_metadata(model, hdr, seed, types, bar.update)
-    new_hdr = prep.with_metadata(hdr, meta)
-    with click.progressbar(length=hdr.file_size - hdr.data_offset, label="writing " + os.path.basename(dst),
-                           file=sys.stderr, hidden=quiet) as bar:
-        prep.write_atomic(model, dst, new_hdr, hdr, bar.update)
+
+    @contextlib.contextmanager
+    def bar(label, length):
+        with click.progressbar(length=length, label=label, file=sys.stderr, hidden=quiet) as b:
+            yield b.update
+
+    prep.prepare_file(model, dst, seed, types, bar)
     click.echo(dst)
 
 
@@ -130,6 +129,13 @@ def inspect(model, as_json, show_outliers):
             click.echo(f"  {kind} outliers layer 0 head 0: {' '.join(map(str, o[0, 0]))}")
 
 
+def require_prepared(model: str, configs: list) -> None:
+    """Refuse TQ configurations on a model without TurboQuant metadata, before any run."""
+    if any(c.uses_tq for c in configs) and not metadata.has_metadata(prep.read_model_header(model)):
+        raise UserError(f"{model} has no TurboQuant metadata, needed by the TQ configurations: "
+                        f"run `tqgguf prepare {model}` and use the prepared copy")
+
+
 @main.command()
 @click.option("--cuda", is_flag=True, help="Build the CUDA backend too.")
 @one_line_errors
@@ -170,13 +176,8 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
         model = str(Path(out_dir) / "model" / (src.stem + ".tq.gguf"))
         if not Path(model).exists():
             Path(model).parent.mkdir(parents=True, exist_ok=True)
-            hdr = prep.read_model_header(str(src))
-            meta = prep.build_metadata(str(src), hdr, prep.DEFAULT_SEED, sorted(blocks.TYPES))
-            prep.write_atomic(str(src), model, prep.with_metadata(hdr, meta), hdr)
-    hdr = prep.read_model_header(model)
-    if any(c.uses_tq for c in configs) and not metadata.has_metadata(hdr):
-        raise UserError(f"{model} has no TurboQuant metadata, needed by the TQ configurations: "
-                        f"run `tqgguf prepare {model}` and compare the prepared copy")
+            prep.prepare_file(str(src), model, prep.DEFAULT_SEED, sorted(blocks.TYPES))
+    require_prepared(model, configs)
     text = Path(text) if text else assets.eval_text()
     binary = ll.find_bin("llama-perplexity", llama_bin)
     s = cmp.Settings(ctx=ctx, chunks=chunks, threads=threads, ngl=ngl)
@@ -217,9 +218,7 @@ def recall(model, configs, lengths, depths, out_dir, threads, ngl, llama_bin, qu
         depths = [float(x) for x in depths.split(",")]
     except ValueError as e:
         raise UserError(str(e)) from None
-    if any(c.uses_tq for c in configs) and not metadata.has_metadata(prep.read_model_header(model)):
-        raise UserError(f"{model} has no TurboQuant metadata, needed by the TQ configurations: "
-                        f"run `tqgguf prepare {model}` first")
+    require_prepared(model, configs)
     binary = ll.find_bin("llama-passkey", llama_bin)
     out = Path(out_dir)
     n = len(configs) * len(lengths) * len(depths)

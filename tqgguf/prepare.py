@@ -160,6 +160,23 @@ def resolve_output(src: str, out: str | None, in_place: bool) -> str:
     return dst
 
 
+@contextlib.contextmanager
+def _no_progress(label: str, length: int):
+    yield lambda n: None
+
+
+def prepare_file(src: str, dst: str, seed: int, types: list[str], progress=_no_progress) -> None:
+    """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
+
+    ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
+    """
+    hdr = read_model_header(src)
+    with progress("choosing outlier channels", model_shape(hdr).n_layer) as update:
+        meta = build_metadata(src, hdr, seed, types, update)
+    with progress("writing " + os.path.basename(dst), hdr.file_size - hdr.data_offset) as update:
+        write_atomic(src, dst, with_metadata(hdr, meta), hdr, update)
+
+
 def read_model_header(path: str) -> Header:
     try:
         return read_header(path)

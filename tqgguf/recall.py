@@ -15,6 +15,7 @@ from typing import Callable
 
 from . import llama as ll
 from .compare import CacheConfig
+from .logparse import first_error_line
 
 JUNK_TOKENS = 26  # llama-passkey's filler line is ~26 tokens (SmolLM2 tokenizer)
 DEFAULT_LENGTHS = (1024, 2048, 4096)
@@ -34,18 +35,13 @@ def run_one(binary: Path, model: Path, cfg: CacheConfig, n_tokens: int, depth: f
     r = ll.run(cmd, env=cfg.env, log=out / f"{tag}.log")
     m = re.search(r"passkey = (\d+), inserted at position", r.output)
     if r.returncode != 0 or not m:
-        rec = {"status": "failed", "error": ll_error(r.output)}
+        rec = {"status": "failed", "error": first_error_line(r.output)}
     else:
         answer = r.output[m.end():]
         rec = {"status": "ok", "passkey": int(m.group(1)), "recalled": m.group(1) in answer}
     rec.update(config=cfg.name, n_tokens=n_tokens, depth=depth, wall_s=round(r.wall_s, 1))
     res_path.write_text(json.dumps(rec))
     return rec
-
-
-def ll_error(text: str) -> str:
-    from .logparse import first_error_line
-    return first_error_line(text)
 
 
 def recall(binary: Path, model: Path, configs: list[CacheConfig], out: Path, lengths=DEFAULT_LENGTHS,
