@@ -67,12 +67,22 @@ else
 fi
 tree=$work/llama.cpp
 
+# patch(1), or git apply where it is missing (the GPU machine's image)
+if command -v patch >/dev/null; then
+    apply_check() { patch -d "$tree" -p1 --dry-run --batch --forward -s < "$1" >/dev/null 2>&1; }
+    apply_why()   { patch -d "$tree" -p1 --dry-run --batch --forward < "$1" | grep -i "fail\|reject" | head -5 >&2 || true; }
+    apply_do()    { patch -d "$tree" -p1 --batch --forward -s < "$1"; }
+else
+    apply_check() { (cd "$tree" && git apply --check "$1" 2>/dev/null); }
+    apply_why()   { (cd "$tree" && git apply --check "$1" 2>&1 | head -5 >&2) || true; }
+    apply_do()    { (cd "$tree" && git apply "$1"); }
+fi
 for p in $(cat "$root/patches/series"); do
-    if ! patch -d "$tree" -p1 --dry-run --batch --forward -s < "$root/patches/$p" >/dev/null 2>&1; then
-        patch -d "$tree" -p1 --dry-run --batch --forward < "$root/patches/$p" | grep -i "fail\|reject" | head -5 >&2 || true
+    if ! apply_check "$root/patches/$p"; then
+        apply_why "$root/patches/$p"
         die "patch $p does not apply to $( [ -n "$src" ] && echo "$src" || echo "the pinned sdist"): is it upstream $UPSTREAM?"
     fi
-    patch -d "$tree" -p1 --batch --forward -s < "$root/patches/$p"
+    apply_do "$root/patches/$p"
 done
 bash "$root/scripts/import-core.sh" "$tree"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from . import assets, blocks, compare as cmp, llama as ll, metadata, prepare as prep, recall as rc
+from . import assets, bench as bn, blocks, compare as cmp, llama as ll, metadata, prepare as prep, recall as rc
 from .gguf_file import GGUFError, read_header
 
 
@@ -230,6 +230,43 @@ def recall(model, configs, lengths, depths, out_dir, threads, ngl, llama_bin, qu
     (out / "recall.md").write_text(rc.markdown(recs, lengths, depths, header))
     (out / "recall.json").write_text(json.dumps(recs, indent=1))
     click.echo((out / "recall.md").read_text())
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.option("--configs", default=",".join(bn.DEFAULT_CONFIGS), show_default=True,
+              help="Comma-separated cache configurations, as for `compare`.")
+@click.option("--depths", default="0,16384,65536", show_default=True, help="KV depths (tokens) for llama-bench -d.")
+@click.option("--prompt", "n_prompt", type=int, default=2048, show_default=True, help="Prefill test length (pp).")
+@click.option("--gen", "n_gen", type=int, default=64, show_default=True, help="Decode test length (tg).")
+@click.option("--reps", type=int, default=2, show_default=True)
+@click.option("--ngl", type=int, default=99, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/bench", show_default=True,
+              help="Receives bench.md, bench.json and one log per configuration.")
+@click.option("--llama-bin", type=click.Path(file_okay=False), default=None)
+@click.option("-q", "--quiet", is_flag=True)
+@one_line_errors
+def bench(model, configs, depths, n_prompt, n_gen, reps, ngl, out_dir, llama_bin, quiet):
+    """Prefill and decode speed of each KV-cache configuration on MODEL, with ratios to f16 (bench.md/.json)."""
+    try:
+        configs = [cmp.parse_config(c.strip()).name for c in configs.split(",") if c.strip()]
+        depths = [int(x) for x in depths.split(",")]
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    require_prepared(model, [cmp.parse_config(c) for c in configs])
+    ll.find_bin("llama-bench", llama_bin)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with click.progressbar(configs, label="llama-bench runs", file=sys.stderr, hidden=quiet,
+                           item_show_func=lambda s: s) as bar:
+        for c in bar:
+            results.append(bn.run_config(llama_bin, model, c, depths, n_prompt, n_gen, reps, ngl, out))
+    md = f"llama-bench, model `{Path(model).name}`, FA on, {reps} repetitions, t/s (× f16 of this run).\n\n"
+    md += bn.table(results, depths, n_prompt, n_gen)
+    (out / "bench.md").write_text(md)
+    (out / "bench.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    click.echo(md)
 
 
 if __name__ == "__main__":

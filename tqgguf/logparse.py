@@ -56,6 +56,11 @@ def parse_kv_cache(text: str) -> dict:
     }
 
 
+def kv_cache_sizes(text: str) -> list[float]:
+    """Every KV-cache size (MiB) a log reports, one per cache made, in order."""
+    return [float(r[0]) for r in _KV.findall(text)]
+
+
 def missing(result: dict, needed) -> list[str]:
     return [k for k in needed if k not in result]
 

@@ -1,0 +1,276 @@
+// TQ blocks on the GPU: quantize into the cache (SET_ROWS, CPY) and dequantize out of it
+// (GET_ROWS, CPY, the f16/f32 conversions that prefill's flash attention uses).
+#include "tq-cuda.cuh"
+#include "convert.cuh"
+#include "tq-device.cuh"
+#include "ggml-tq-impl.h"
+
+static_assert(sizeof(block_tq2_5) == tq_layout<GGML_TYPE_TQ2_5>::bytes, "tq_layout<TQ2_5> out of date");
+static_assert(sizeof(block_tq3_5) == tq_layout<GGML_TYPE_TQ3_5>::bytes, "tq_layout<TQ3_5> out of date");
+static_assert(offsetof(block_tq2_5, hi_q2) == tq_layout<GGML_TYPE_TQ2_5>::hi_a && offsetof(block_tq2_5, hi_q1) == tq_layout<GGML_TYPE_TQ2_5>::hi_b &&
+              offsetof(block_tq2_5, lo_q2) == tq_layout<GGML_TYPE_TQ2_5>::lo_a, "tq_layout<TQ2_5> out of date");
+static_assert(offsetof(block_tq3_5, hi_q4) == tq_layout<GGML_TYPE_TQ3_5>::hi_a && offsetof(block_tq3_5, lo_q2) == tq_layout<GGML_TYPE_TQ3_5>::lo_a &&
+              offsetof(block_tq3_5, lo_q1) == tq_layout<GGML_TYPE_TQ3_5>::lo_b, "tq_layout<TQ3_5> out of date");
+
+static constexpr int TQ_CUDA_THREADS = 256;
+
+static tq_lut tq_lut_of(ggml_type type) {
+    const tq_codebooks * cb = ggml_tq_codebooks(type);
+    tq_lut l;
+    for (int i = 0; i < 16; ++i) {
+        l.c[0][i] = cb->hi.c[i];
+        l.c[1][i] = cb->lo.c[i];
+    }
+    return l;
+}
+
+// ---- dequantize -------------------------------------------------------------------
+
+// 16 values (quarter q of a block: the hi group, or a third of the lo group) into y[0..16).
+template <ggml_type T, typename dst_t>
+static __device__ __forceinline__ void tq_dequantize_quarter(const uint8_t * blk, int q, const float (*lut)[16], dst_t * y, int64_t sy0) {
+    const float d = tq_scale_at(blk, q == 0);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+        const tq_slot s = tq_slot_of<T>(16 * q + i);
+        y[i * sy0] = ggml_cuda_cast<dst_t>(d * lut[s.hi ? 0 : 1][tq_code_at(blk, s)]);
+    }
+}
+
+// One thread per quarter block. Rows (i1, i2, i3) of x at byte strides sx*, of y at element
+// strides sy* (y's values contiguous within a row).
+template <ggml_type T, typename dst_t>
+static __global__ void k_tq_dequantize(const char * x, dst_t * y, const int64_t nblk, const int64_t ne1, const int64_t ne2, const int64_t ne3,
+                                       const int64_t sx1, const int64_t sx2, const int64_t sx3,
+                                       const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
+    __shared__ float slut[2][16];
+    if (threadIdx.x < 32) {
+        slut[threadIdx.x / 16][threadIdx.x % 16] = lut.c[threadIdx.x / 16][threadIdx.x % 16];
+    }
+    __syncthreads();
+    const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= 4 * nblk * ne1 * ne2 * ne3) {
+        return;
+    }
+    const int q = i % 4;
+    int64_t r = i / 4;
+    const int64_t b = r % nblk; r /= nblk;
+    const int64_t i1 = r % ne1; r /= ne1;
+    const int64_t i2 = r % ne2;
+    const int64_t i3 = r / ne2;
+    const uint8_t * blk = (const uint8_t *) x + i1 * sx1 + i2 * sx2 + i3 * sx3 + b * tq_layout<T>::bytes;
+    tq_dequantize_quarter<T>(blk, q, slut, y + i1 * sy1 + i2 * sy2 + i3 * sy3 + b * TQ_BLOCK + 16 * q, 1);
+}
+
+template <ggml_type T, typename dst_t>
+static void tq_dequantize_cuda(const void * x, dst_t * y, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
+                               int64_t sx1, int64_t sx2, int64_t sx3, int64_t sy1, int64_t sy2, int64_t sy3, cudaStream_t stream) {
+    GGML_ASSERT(ne0 % TQ_BLOCK == 0);
+    const int64_t n = 4 * (ne0 / TQ_BLOCK) * ne1 * ne2 * ne3;
+    if (n == 0) {
+        return;
+    }
+    const int64_t nb = (n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS;
+    k_tq_dequantize<T, dst_t><<<nb, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, ne0 / TQ_BLOCK, ne1, ne2, ne3,
+        sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
+}
+
+template <ggml_type T> void ggml_cuda_tq_to_fp16(const void * x, half * y, int64_t k, cudaStream_t stream) {
+    tq_dequantize_cuda<T>(x, y, k, 1, 1, 1, 0, 0, 0, 0, 0, 0, stream);
+}
+template <ggml_type T> void ggml_cuda_tq_to_fp32(const void * x, float * y, int64_t k, cudaStream_t stream) {
+    tq_dequantize_cuda<T>(x, y, k, 1, 1, 1, 0, 0, 0, 0, 0, 0, stream);
+}
+template <ggml_type T> void ggml_cuda_tq_to_fp16_nc_t(const void * x, half * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
+                                                      int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream) {
+    const int64_t bb = tq_layout<T>::bytes;
+    tq_dequantize_cuda<T>(x, y, ne00, ne01, ne02, ne03, s01 * bb, s02 * bb, s03 * bb, ne00, ne00 * ne01, ne00 * ne01 * ne02, stream);
+}
+template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
+                                                      int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream) {
+    const int64_t bb = tq_layout<T>::bytes;
+    tq_dequantize_cuda<T>(x, y, ne00, ne01, ne02, ne03, s01 * bb, s02 * bb, s03 * bb, ne00, ne00 * ne01, ne00 * ne01 * ne02, stream);
+}
+
+#define TQ_INSTANTIATE_CONVERT(T)                                                                                              \
+    template void ggml_cuda_tq_to_fp16<T>(const void *, half *, int64_t, cudaStream_t);                                        \
+    template void ggml_cuda_tq_to_fp32<T>(const void *, float *, int64_t, cudaStream_t);                                       \
+    template void ggml_cuda_tq_to_fp16_nc_t<T>(const void *, half *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, cudaStream_t); \
+    template void ggml_cuda_tq_to_fp32_nc_t<T>(const void *, float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
+TQ_INSTANTIATE_CONVERT(GGML_TYPE_TQ2_5)
+TQ_INSTANTIATE_CONVERT(GGML_TYPE_TQ3_5)
+
+void ggml_cuda_tq_to_fp16_nc(ggml_type type, const void * x, half * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
+                             int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream) {
+    (type == GGML_TYPE_TQ2_5 ? ggml_cuda_tq_to_fp16_nc_t<GGML_TYPE_TQ2_5> : ggml_cuda_tq_to_fp16_nc_t<GGML_TYPE_TQ3_5>)(
+        x, y, ne00, ne01, ne02, ne03, s01, s02, s03, stream);
+}
+
+void ggml_cuda_tq_to_fp32_nc(ggml_type type, const void * x, float * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
+                             int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream) {
+    (type == GGML_TYPE_TQ2_5 ? ggml_cuda_tq_to_fp32_nc_t<GGML_TYPE_TQ2_5> : ggml_cuda_tq_to_fp32_nc_t<GGML_TYPE_TQ3_5>)(
+        x, y, ne00, ne01, ne02, ne03, s01, s02, s03, stream);
+}
+
+// ---- GET_ROWS ------------------------------------------------------------------------
+
+// dst row (i10, i11, i12) = src0 row (idx[i10, i11, i12], i11, i12); one thread per quarter block.
+template <ggml_type T, typename dst_t>
+static __global__ void k_tq_get_rows(const char * x, const int32_t * idx, dst_t * y, const int64_t nblk,
+                                     const int64_t ne10, const int64_t ne11, const int64_t ne12,
+                                     const int64_t sx1, const int64_t sx2, const int64_t sx3,
+                                     const int64_t si0, const int64_t si1, const int64_t si2,
+                                     const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
+    __shared__ float slut[2][16];
+    if (threadIdx.x < 32) {
+        slut[threadIdx.x / 16][threadIdx.x % 16] = lut.c[threadIdx.x / 16][threadIdx.x % 16];
+    }
+    __syncthreads();
+    const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= 4 * nblk * ne10 * ne11 * ne12) {
+        return;
+    }
+    const int q = i % 4;
+    int64_t r = i / 4;
+    const int64_t b = r % nblk; r /= nblk;
+    const int64_t i10 = r % ne10; r /= ne10;
+    const int64_t i11 = r % ne11;
+    const int64_t i12 = r / ne11;
+    const int64_t row = idx[i10 * si0 + i11 * si1 + i12 * si2];
+    const uint8_t * blk = (const uint8_t *) x + row * sx1 + i11 * sx2 + i12 * sx3 + b * tq_layout<T>::bytes;
+    tq_dequantize_quarter<T>(blk, q, slut, y + i10 * sy1 + i11 * sy2 + i12 * sy3 + b * TQ_BLOCK + 16 * q, 1);
+}
+
+template <ggml_type T, typename dst_t>
+static void tq_get_rows_cuda(const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst, cudaStream_t stream) {
+    const int64_t nblk = src0->ne[0] / TQ_BLOCK;
+    const int64_t n = 4 * nblk * src1->ne[0] * src1->ne[1] * src1->ne[2];
+    if (n == 0) {
+        return;
+    }
+    const size_t ds = ggml_type_size(dst->type);
+    k_tq_get_rows<T, dst_t><<<(n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS, TQ_CUDA_THREADS, 0, stream>>>(
+        (const char *) src0->data, (const int32_t *) src1->data, (dst_t *) dst->data, nblk,
+        src1->ne[0], src1->ne[1], src1->ne[2], src0->nb[1], src0->nb[2], src0->nb[3],
+        src1->nb[0] / 4, src1->nb[1] / 4, src1->nb[2] / 4, dst->nb[1] / ds, dst->nb[2] / ds, dst->nb[3] / ds, tq_lut_of(T));
+}
+
+void ggml_cuda_tq_get_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst) {
+    GGML_ASSERT(src1->type == GGML_TYPE_I32 && (dst->type == GGML_TYPE_F32 || dst->type == GGML_TYPE_F16));
+    cudaStream_t stream = ctx.stream();
+    if (src0->type == GGML_TYPE_TQ2_5) {
+        dst->type == GGML_TYPE_F32 ? tq_get_rows_cuda<GGML_TYPE_TQ2_5, float>(src0, src1, dst, stream)
+                                   : tq_get_rows_cuda<GGML_TYPE_TQ2_5, half>(src0, src1, dst, stream);
+    } else {
+        dst->type == GGML_TYPE_F32 ? tq_get_rows_cuda<GGML_TYPE_TQ3_5, float>(src0, src1, dst, stream)
+                                   : tq_get_rows_cuda<GGML_TYPE_TQ3_5, half>(src0, src1, dst, stream);
+    }
+}
+
+// ---- quantize (SET_ROWS, CPY) -------------------------------------------------------
+
+// One thread per group (two per block). Source rows (i1, i2, i3) at byte strides ss*; the
+// destination row is i1, or idx[i1, i2 % ni1, i3 % ni2] when idx is given (SET_ROWS).
+template <ggml_type T, typename src_t, typename idx_t>
+static __global__ void k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nblk,
+                                     const int64_t ne1, const int64_t ne2, const int64_t ne3,
+                                     const int64_t ss0, const int64_t ss1, const int64_t ss2, const int64_t ss3,
+                                     const int64_t sd1, const int64_t sd2, const int64_t sd3,
+                                     const int64_t ni1, const int64_t ni2, const int64_t si0, const int64_t si1, const int64_t si2,
+                                     const tq_codebooks cb) {
+    const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= 2 * nblk * ne1 * ne2 * ne3) {
+        return;
+    }
+    const int hi = i % 2 == 0;
+    int64_t r = i / 2;
+    const int64_t b = r % nblk; r /= nblk;
+    const int64_t i1 = r % ne1; r /= ne1;
+    const int64_t i2 = r % ne2;
+    const int64_t i3 = r / ne2;
+    const int64_t row = idx ? (int64_t) idx[i1 * si0 + (i2 % ni1) * si1 + (i3 % ni2) * si2] : i1;
+
+    const char * s = src + i1 * ss1 + i2 * ss2 + i3 * ss3 + (b * TQ_BLOCK + (hi ? 0 : TQ_HI)) * ss0;
+    float v[TQ_LO];
+    const int n = hi ? TQ_HI : TQ_LO;
+#pragma unroll
+    for (int k = 0; k < TQ_LO; ++k) {
+        v[k] = k < n ? ggml_cuda_cast<float>(*(const src_t *) (s + k * ss0)) : 0.0f;
+    }
+    uint8_t * blk = (uint8_t *) dst + row * sd1 + i2 * sd2 + i3 * sd3 + b * tq_layout<T>::bytes;
+    tq_quantize_half_block<T>(v, cb, hi, blk);
+}
+
+template <ggml_type T, typename src_t, typename idx_t>
+static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream) {
+    const int64_t nblk = src->ne[0] / TQ_BLOCK;
+    const int64_t n = 2 * nblk * src->ne[1] * src->ne[2] * src->ne[3];
+    if (n == 0) {
+        return;
+    }
+    const int64_t is = idx ? (int64_t) sizeof(idx_t) : 1;
+    k_tq_quantize<T, src_t, idx_t><<<(n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS, TQ_CUDA_THREADS, 0, stream>>>(
+        (const char *) src->data, (char *) dst->data, idx ? (const idx_t *) idx->data : nullptr, nblk,
+        src->ne[1], src->ne[2], src->ne[3], src->nb[0], src->nb[1], src->nb[2], src->nb[3],
+        dst->nb[1], dst->nb[2], dst->nb[3],
+        idx ? idx->ne[1] : 1, idx ? idx->ne[2] : 1,
+        idx ? idx->nb[0] / is : 0, idx ? idx->nb[1] / is : 0, idx ? idx->nb[2] / is : 0,
+        *ggml_tq_codebooks(T));
+}
+
+template <ggml_type T, typename idx_t>
+static void tq_quantize_dispatch(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream) {
+    if (src->type == GGML_TYPE_F32) {
+        tq_quantize_cuda<T, float, idx_t>(src, dst, idx, stream);
+    } else {
+        tq_quantize_cuda<T, half, idx_t>(src, dst, idx, stream);
+    }
+}
+
+template <typename idx_t>
+static void tq_quantize_any(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream) {
+    GGML_ASSERT(src->type == GGML_TYPE_F32 || src->type == GGML_TYPE_F16);
+    GGML_ASSERT(src->ne[0] % TQ_BLOCK == 0);
+    if (dst->type == GGML_TYPE_TQ2_5) {
+        tq_quantize_dispatch<GGML_TYPE_TQ2_5, idx_t>(src, dst, idx, stream);
+    } else {
+        tq_quantize_dispatch<GGML_TYPE_TQ3_5, idx_t>(src, dst, idx, stream);
+    }
+}
+
+void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst) {
+    if (src1->type == GGML_TYPE_I64) {
+        tq_quantize_any<int64_t>(src0, dst, src1, ctx.stream());
+    } else {
+        tq_quantize_any<int32_t>(src0, dst, src1, ctx.stream());
+    }
+}
+
+bool ggml_cuda_tq_cpy_supported(const ggml_tensor * src0, const ggml_tensor * src1) {
+    const bool q_dst = ggml_tq_is_tq(src1->type) && (src0->type == GGML_TYPE_F32 || src0->type == GGML_TYPE_F16);
+    const bool q_src = ggml_tq_is_tq(src0->type) && (src1->type == GGML_TYPE_F32 || src1->type == GGML_TYPE_F16);
+    // the TQ side has whole blocks; a float destination has its values contiguous within a row
+    const ggml_tensor * q = q_dst ? src1 : src0;
+    return (q_dst || q_src) && ggml_are_same_shape(src0, src1) && q->ne[0] % TQ_BLOCK == 0 &&
+           q->nb[0] == ggml_type_size(q->type) && (q_dst || src1->nb[0] == ggml_type_size(src1->type));
+}
+
+void ggml_cuda_tq_cpy(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, ggml_tensor * src1) {
+    cudaStream_t stream = ctx.stream();
+    if (ggml_tq_is_tq(src1->type)) {
+        tq_quantize_any<int32_t>(src0, src1, nullptr, stream);
+        return;
+    }
+    // TQ -> f32/f16 with the destination's own strides (its values contiguous within a row)
+    GGML_ASSERT(src1->nb[0] == ggml_type_size(src1->type));
+    const size_t ds = ggml_type_size(src1->type);
+    const int64_t sy1 = src1->nb[1] / ds, sy2 = src1->nb[2] / ds, sy3 = src1->nb[3] / ds;
+#define TQ_DEQ(T, dst_t) tq_dequantize_cuda<T>(src0->data, (dst_t *) src1->data, src0->ne[0], src0->ne[1], src0->ne[2], src0->ne[3], \
+                                               src0->nb[1], src0->nb[2], src0->nb[3], sy1, sy2, sy3, stream)
+    if (src0->type == GGML_TYPE_TQ2_5) {
+        if (src1->type == GGML_TYPE_F32) { TQ_DEQ(GGML_TYPE_TQ2_5, float); } else { TQ_DEQ(GGML_TYPE_TQ2_5, half); }
+    } else {
+        if (src1->type == GGML_TYPE_F32) { TQ_DEQ(GGML_TYPE_TQ3_5, float); } else { TQ_DEQ(GGML_TYPE_TQ3_5, half); }
+    }
+#undef TQ_DEQ
+}

@@ -1,0 +1,149 @@
+// Which flash-attention calls the TQ decode kernel takes (tq-fattn.cuh), its launch over
+// splits of the KV length, and the merge of the splits.
+#include "tq-fattn.cuh"
+#include "ggml-tq-impl.h"
+
+static bool tq_fa_type_ok(ggml_type t) {
+    return ggml_tq_is_tq(t) || t == GGML_TYPE_F16 || t == GGML_TYPE_Q8_0;
+}
+
+bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst) {
+    const ggml_tensor * Q = dst->src[0];
+    const ggml_tensor * K = dst->src[1];
+    const ggml_tensor * V = dst->src[2];
+    const ggml_tensor * mask = dst->src[3];
+    if (!(ggml_tq_is_tq(K->type) || ggml_tq_is_tq(V->type)) || !tq_fa_type_ok(K->type) || !tq_fa_type_ok(V->type)) {
+        return false;
+    }
+    float max_bias;
+    memcpy(&max_bias, (const float *) dst->op_params + 1, sizeof(float));
+    const int64_t D = K->ne[0];
+    if (Q->type != GGML_TYPE_F32 || V->ne[0] != D || Q->ne[0] != D || (D != 64 && D != 128 && D != 256)) {
+        return false;
+    }
+    if (max_bias != 0.0f || dst->src[4] != nullptr || Q->ne[2] % K->ne[2] != 0 || V->ne[2] != K->ne[2]) {
+        return false; // ALiBi and attention sinks take upstream's path (K/V converted to f16)
+    }
+    if (mask && (mask->type != GGML_TYPE_F16 || mask->ne[2] != 1)) {
+        return false;
+    }
+    if (K->nb[0] != ggml_type_size(K->type) || V->nb[0] != ggml_type_size(V->type)) {
+        return false;
+    }
+    return Q->ne[1] * (Q->ne[2] / K->ne[2]) <= TQ_FA_MAX_COLS;
+}
+
+template <int D>
+static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits) {
+    const int64_t r = (int64_t) blockIdx.x;
+    const float2 * m = meta + r * n_splits;
+    float mx = -INFINITY;
+    for (int s = 0; s < n_splits; ++s) {
+        mx = fmaxf(mx, m[s].x);
+    }
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < n_splits; ++s) {
+        if (m[s].x == -INFINITY) {
+            continue;
+        }
+        const float w = __expf(m[s].x - mx);
+        den += w * m[s].y;
+        num += w * part[(r * n_splits + s) * D + threadIdx.x];
+    }
+    dst[r * D + threadIdx.x] = den > 0.0f ? num / den : 0.0f;
+}
+
+template <int D, ggml_type TK>
+static void tq_fa_launch_v(ggml_type tv, const tq_fa_params & p, int n_seq, cudaStream_t stream) {
+    switch (tv) {
+        case GGML_TYPE_TQ2_5: ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_TQ2_5>(p, n_seq, stream); break;
+        case GGML_TYPE_TQ3_5: ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_TQ3_5>(p, n_seq, stream); break;
+        default: GGML_ABORT("TQ flash attention: V type %s", ggml_type_name(tv));
+    }
+}
+
+template <int D, ggml_type TV>
+static void tq_fa_launch_k_plain(ggml_type tk, const tq_fa_params & p, int n_seq, cudaStream_t stream) {
+    switch (tk) {
+        case GGML_TYPE_F16:  ggml_cuda_tq_fattn_launch<D, GGML_TYPE_F16,  TV>(p, n_seq, stream); break;
+        case GGML_TYPE_Q8_0: ggml_cuda_tq_fattn_launch<D, GGML_TYPE_Q8_0, TV>(p, n_seq, stream); break;
+        default: GGML_ABORT("TQ flash attention: K type %s", ggml_type_name(tk));
+    }
+}
+
+template <int D>
+static void tq_fa_launch(ggml_type tk, ggml_type tv, const tq_fa_params & p, int n_seq, cudaStream_t stream) {
+    if (ggml_tq_is_tq(tk) && ggml_tq_is_tq(tv)) {
+        tk == GGML_TYPE_TQ2_5 ? tq_fa_launch_v<D, GGML_TYPE_TQ2_5>(tv, p, n_seq, stream) : tq_fa_launch_v<D, GGML_TYPE_TQ3_5>(tv, p, n_seq, stream);
+    } else if (ggml_tq_is_tq(tv)) { // K f16 / q8_0
+        tv == GGML_TYPE_TQ2_5 ? tq_fa_launch_k_plain<D, GGML_TYPE_TQ2_5>(tk, p, n_seq, stream) : tq_fa_launch_k_plain<D, GGML_TYPE_TQ3_5>(tk, p, n_seq, stream);
+    } else { // TQ K, V f16 / q8_0
+        if (tk == GGML_TYPE_TQ2_5) {
+            tv == GGML_TYPE_F16 ? ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ2_5, GGML_TYPE_F16>(p, n_seq, stream)
+                                : ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ2_5, GGML_TYPE_Q8_0>(p, n_seq, stream);
+        } else {
+            tv == GGML_TYPE_F16 ? ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ3_5, GGML_TYPE_F16>(p, n_seq, stream)
+                                : ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ3_5, GGML_TYPE_Q8_0>(p, n_seq, stream);
+        }
+    }
+}
+
+static tq_lut tq_fa_lut(ggml_type t) {
+    tq_lut l = {};
+    if (ggml_tq_is_tq(t)) {
+        const tq_codebooks * cb = ggml_tq_codebooks(t);
+        for (int i = 0; i < 16; ++i) {
+            l.c[0][i] = cb->hi.c[i];
+            l.c[1][i] = cb->lo.c[i];
+        }
+    }
+    return l;
+}
+
+void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+    const ggml_tensor * Q = dst->src[0];
+    const ggml_tensor * K = dst->src[1];
+    const ggml_tensor * V = dst->src[2];
+    const ggml_tensor * mask = dst->src[3];
+    cudaStream_t stream = ctx.stream();
+
+    tq_fa_params p = {};
+    p.Q = (const char *) Q->data; p.K = (const char *) K->data; p.V = (const char *) V->data;
+    p.mask = mask ? (const char *) mask->data : nullptr;
+    p.n_q = Q->ne[1]; p.n_head = Q->ne[2]; p.n_head_kv = K->ne[2]; p.n_kv = K->ne[1];
+    p.gqa = Q->ne[2] / K->ne[2];
+    p.ncols = p.n_q * p.gqa;
+    p.nbq1 = Q->nb[1]; p.nbq2 = Q->nb[2]; p.nbq3 = Q->nb[3];
+    p.nbk1 = K->nb[1]; p.nbk2 = K->nb[2]; p.nbk3 = K->nb[3];
+    p.nbv1 = V->nb[1]; p.nbv2 = V->nb[2]; p.nbv3 = V->nb[3];
+    p.nbm1 = mask ? mask->nb[1] : 0; p.nbm3 = mask ? mask->nb[3] : 0;
+    p.k_ne3 = K->ne[3]; p.v_ne3 = V->ne[3]; p.mask_ne3 = mask ? mask->ne[3] : 1;
+    memcpy(&p.scale, (const float *) dst->op_params + 0, sizeof(float));
+    memcpy(&p.softcap, (const float *) dst->op_params + 2, sizeof(float));
+    p.lut_k = tq_fa_lut(K->type);
+    p.lut_v = tq_fa_lut(V->type);
+
+    // enough blocks for about four waves of the GPU, each at least one 128-key tile
+    const int n_seq = Q->ne[3];
+    const int tiles = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
+    const int nsm = ggml_cuda_info().devices[ctx.device].nsm;
+    const int want = (4 * nsm + p.n_head_kv * n_seq - 1) / (p.n_head_kv * n_seq);
+    p.n_splits = std::max(1, std::min(tiles, want));
+    p.kv_per_split = ((tiles + p.n_splits - 1) / p.n_splits) * TQ_FA_TILE;
+    p.n_splits = std::max(1, (p.n_kv + p.kv_per_split - 1) / p.kv_per_split);
+
+    const int64_t rows = (int64_t) n_seq * p.n_q * p.n_head;
+    const int64_t D = K->ne[0];
+    ggml_cuda_pool_alloc<float>  part(ctx.pool(), rows * p.n_splits * D);
+    ggml_cuda_pool_alloc<float2> meta(ctx.pool(), rows * p.n_splits);
+    p.part = part.get();
+    p.meta = meta.get();
+
+    switch (D) {
+        case 64:  tq_fa_launch<64>(K->type, V->type, p, n_seq, stream);  k_tq_fattn_merge<64><<<rows, 64, 0, stream>>>(p.part, p.meta, (float *) dst->data, p.n_splits); break;
+        case 128: tq_fa_launch<128>(K->type, V->type, p, n_seq, stream); k_tq_fattn_merge<128><<<rows, 128, 0, stream>>>(p.part, p.meta, (float *) dst->data, p.n_splits); break;
+        case 256: tq_fa_launch<256>(K->type, V->type, p, n_seq, stream); k_tq_fattn_merge<256><<<rows, 256, 0, stream>>>(p.part, p.meta, (float *) dst->data, p.n_splits); break;
+        default:  GGML_ABORT("TQ flash attention: head size %d", (int) D);
+    }
+    CUDA_CHECK(cudaGetLastError());
+}
