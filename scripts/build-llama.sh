@@ -55,7 +55,7 @@ if [ -n "$src" ]; then
         case "$head" in $UPSTREAM*) ;; *) die "$src is at commit ${head:0:12}, the patches are for upstream $UPSTREAM";; esac
     fi
     log "copying $src"
-    tar -C "$src" --exclude=.git --exclude='build*' -cf - . | tar -C "$work" -xf -
+    tar -C "$src" --exclude=./.git --exclude='./build*' -cf - . | tar -C "$work" -xf -
     mv "$work" "$work.tmp" && mkdir -p "$work" && mv "$work.tmp" "$work/llama.cpp"
 else
     bash "$root/scripts/setup-env.sh"
