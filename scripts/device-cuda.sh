@@ -27,15 +27,17 @@ export PYTHONPATH="$root:$src/gguf-py${PYTHONPATH:+:$PYTHONPATH}"
 
 case "$step" in
 test)
-    # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, then all FA cases (nothing upstream broke)
+    # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
-    grep -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15
-    "$bin/test-backend-ops" -b CUDA0 -o FLASH_ATTN_EXT -j 8 > "$out/tbo-fa.log" 2>&1 || true
-    grep -E "FAIL|tests passed" "$out/tbo-fa.log" | tail -8
+    grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
     # memcheck over the TQ kernels (a subset: the sanitizer is slow)
     compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT \
         -p 'tq2_5.*(hsk=128|ne=\[256)' > "$out/memcheck.log" 2>&1 || true
-    grep -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck.log" | tail -5
+    grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck.log" | tail -5 || true
+    if [ "${TQ_ALL_FA:-0}" = 1 ]; then # every upstream FA case too (minutes)
+        "$bin/test-backend-ops" -b CUDA0 -o FLASH_ATTN_EXT -j 8 > "$out/tbo-fa.log" 2>&1 || true
+        grep -a -E "FAIL|tests passed" "$out/tbo-fa.log" | tail -8 || true
+    fi
     ;;
 bench)
     model=/tmp/llama3-8b-shape.gguf

@@ -169,47 +169,47 @@ void ggml_cuda_tq_get_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * 
 
 // ---- quantize (SET_ROWS, CPY) -------------------------------------------------------
 
-// One thread per group (two per block). Source rows (i1, i2, i3) at byte strides ss*; the
-// destination row is i1, or idx[i1, i2 % ni1, i3 % ni2] when idx is given (SET_ROWS).
+// One warp per block. Source rows (i1, i2, i3) at byte strides ss*; the destination row is
+// i1, or idx[i1, i2 % ni1, i3 % ni2] when idx is given (SET_ROWS).
+static constexpr int TQ_QUANT_WARPS = 4;
+
 template <ggml_type T, typename src_t, typename idx_t>
-static __global__ void k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nblk,
-                                     const int64_t ne1, const int64_t ne2, const int64_t ne3,
-                                     const int64_t ss0, const int64_t ss1, const int64_t ss2, const int64_t ss3,
-                                     const int64_t sd1, const int64_t sd2, const int64_t sd3,
-                                     const int64_t ni1, const int64_t ni2, const int64_t si0, const int64_t si1, const int64_t si2,
-                                     const tq_codebooks cb) {
-    const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= 2 * nblk * ne1 * ne2 * ne3) {
-        return;
+static __global__ void __launch_bounds__(32 * TQ_QUANT_WARPS)
+k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nblk,
+              const int64_t ne1, const int64_t ne2, const int64_t ne3,
+              const int64_t ss0, const int64_t ss1, const int64_t ss2, const int64_t ss3,
+              const int64_t sd1, const int64_t sd2, const int64_t sd3,
+              const int64_t ni1, const int64_t ni2, const int64_t si0, const int64_t si1, const int64_t si2,
+              const tq_codebooks cb) {
+    __shared__ uint8_t codes[TQ_QUANT_WARPS][TQ_BLOCK];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t i = (int64_t) blockIdx.x * TQ_QUANT_WARPS + warp;
+    if (i >= nblk * ne1 * ne2 * ne3) {
+        return; // a whole warp leaves together
     }
-    const int hi = i % 2 == 0;
-    int64_t r = i / 2;
+    int64_t r = i;
     const int64_t b = r % nblk; r /= nblk;
     const int64_t i1 = r % ne1; r /= ne1;
     const int64_t i2 = r % ne2;
     const int64_t i3 = r / ne2;
     const int64_t row = idx ? (int64_t) idx[i1 * si0 + (i2 % ni1) * si1 + (i3 % ni2) * si2] : i1;
 
-    const char * s = src + i1 * ss1 + i2 * ss2 + i3 * ss3 + (b * TQ_BLOCK + (hi ? 0 : TQ_HI)) * ss0;
-    float v[TQ_LO];
-    const int n = hi ? TQ_HI : TQ_LO;
-#pragma unroll
-    for (int k = 0; k < TQ_LO; ++k) {
-        v[k] = k < n ? ggml_cuda_cast<float>(*(const src_t *) (s + k * ss0)) : 0.0f;
-    }
+    const char * s = src + i1 * ss1 + i2 * ss2 + i3 * ss3 + b * TQ_BLOCK * ss0;
+    const float v0 = ggml_cuda_cast<float>(*(const src_t *) (s + lane * ss0));
+    const float v1 = ggml_cuda_cast<float>(*(const src_t *) (s + (lane + 32) * ss0));
     uint8_t * blk = (uint8_t *) dst + row * sd1 + i2 * sd2 + i3 * sd3 + b * tq_layout<T>::bytes;
-    tq_quantize_half_block<T>(v, cb, hi, blk);
+    tq_quantize_block_warp<T>(v0, v1, cb, codes[warp], blk);
 }
 
 template <ggml_type T, typename src_t, typename idx_t>
 static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream) {
     const int64_t nblk = src->ne[0] / TQ_BLOCK;
-    const int64_t n = 2 * nblk * src->ne[1] * src->ne[2] * src->ne[3];
+    const int64_t n = nblk * src->ne[1] * src->ne[2] * src->ne[3];
     if (n == 0) {
         return;
     }
     const int64_t is = idx ? (int64_t) sizeof(idx_t) : 1;
-    k_tq_quantize<T, src_t, idx_t><<<(n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS, TQ_CUDA_THREADS, 0, stream>>>(
+    k_tq_quantize<T, src_t, idx_t><<<(n + TQ_QUANT_WARPS - 1) / TQ_QUANT_WARPS, 32 * TQ_QUANT_WARPS, 0, stream>>>(
         (const char *) src->data, (char *) dst->data, idx ? (const idx_t *) idx->data : nullptr, nblk,
         src->ne[1], src->ne[2], src->ne[3], src->nb[0], src->nb[1], src->nb[2], src->nb[3],
         dst->nb[1], dst->nb[2], dst->nb[3],

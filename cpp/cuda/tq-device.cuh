@@ -71,49 +71,58 @@ struct tq_lut {
     float c[2][16];
 };
 
-// The 64 values of block b of a row, unscaled codebook lookups from `lut` (shared memory)
-// times the group scales. Fully unrolled: every shift is a constant.
+// The 64 values of one block: codebook lookups from `lut` (shared memory) times the group
+// scales. The block is first loaded with 2-byte loads (blocks are 2-byte aligned); fully
+// unrolled, every byte index and shift below is a constant and the bytes stay in registers.
 template <ggml_type T>
 static __device__ __forceinline__ void tq_block_values(const uint8_t * blk, const float (*lut)[16], float * out) {
-    const float d_hi = tq_scale_at(blk, 1), d_lo = tq_scale_at(blk, 0);
+    constexpr int nw = tq_layout<T>::bytes / 2;
+    uint16_t w[nw];
+#pragma unroll
+    for (int i = 0; i < nw; ++i) {
+        w[i] = ((const uint16_t *) blk)[i];
+    }
+    const float d_hi = __half2float(__ushort_as_half(w[0])), d_lo = __half2float(__ushort_as_half(w[1]));
 #pragma unroll
     for (int s = 0; s < TQ_BLOCK; ++s) {
         const tq_slot q = tq_slot_of<T>(s);
-        out[s] = (q.hi ? d_hi : d_lo) * lut[q.hi ? 0 : 1][tq_code_at(blk, q)];
+        int c = ((w[q.a_off >> 1] >> (8 * (q.a_off & 1) + q.a_shift)) & q.a_mask);
+        if (q.b_off >= 0) {
+            c |= ((w[q.b_off >> 1] >> (8 * (q.b_off & 1) + q.b_shift)) & 1) << 2;
+        }
+        out[s] = (q.hi ? d_hi : d_lo) * lut[q.hi ? 0 : 1][c];
     }
 }
 
-// ---- quantization (the same arithmetic as tq_quantize_group in tq.c) ---------------
+// ---- quantization: one warp per block ------------------------------------------------
+//
+// The arithmetic of tq_quantize_group in tq.c (double sums, float y = v * inv, the same
+// boundary search and scale rules), with the sums taken across the warp: only their order
+// differs from the C core's, which moves a double in its last bits and practically never the
+// f16 scale or a code.
 
-// Codes and f16 scale of one group of n values; doubles and no contraction, like the C core.
-template <int n>
-static __device__ __forceinline__ uint16_t tq_quantize_group(const float * v, const tq_codebook & cb, int rule, uint8_t * codes) {
-    double ss = 0.0;
+static __device__ __forceinline__ double tq_warp_sum(double x) {
 #pragma unroll
-    for (int i = 0; i < n; ++i) {
-        ss = __dadd_rn(ss, __dmul_rn((double) v[i], (double) v[i]));
+    for (int o = 16; o > 0; o >>= 1) {
+        x += __shfl_xor_sync(0xffffffff, x, o);
     }
+    return x;
+}
+
+static __device__ __forceinline__ int tq_code_of(float y, const tq_codebook & cb) {
+    const int nb = (1 << cb.bits) - 1;
+    int q = 0;
+    while (q < nb && cb.bnd[q] < y) {
+        ++q;
+    }
+    return q;
+}
+
+// Scale of a group from its sums, by the rule of tq.h.
+static __device__ __forceinline__ uint16_t tq_group_scale(double ss, double cs, double vc, int n, int rule) {
     const double nrm = sqrt(ss);
     if (!(nrm > 0.0) || !isfinite(nrm)) {
-#pragma unroll
-        for (int i = 0; i < n; ++i) {
-            codes[i] = 0;
-        }
         return 0;
-    }
-    const float inv = (float) (sqrt((double) n) / nrm);
-    const int nb = (1 << cb.bits) - 1;
-    double cs = 0.0, vc = 0.0;
-#pragma unroll
-    for (int i = 0; i < n; ++i) {
-        const float y = __fmul_rn(v[i], inv);
-        int q = 0;
-        while (q < nb && cb.bnd[q] < y) {
-            ++q;
-        }
-        codes[i] = (uint8_t) q;
-        cs = __dadd_rn(cs, __dmul_rn((double) cb.c[q], (double) cb.c[q]));
-        vc = __dadd_rn(vc, __dmul_rn((double) v[i], (double) cb.c[q]));
     }
     float scale;
     switch (rule) {
@@ -124,51 +133,75 @@ static __device__ __forceinline__ uint16_t tq_quantize_group(const float * v, co
     return __half_as_ushort(__float2half_rn(scale));
 }
 
-// Writes the planes of n codes of `bits` bits at `out` (bits 1, 2 or 4).
-template <int n, int bits>
-static __device__ __forceinline__ void tq_pack(const uint8_t * codes, uint8_t * out) {
-    constexpr int per_byte = 8 / bits, nbytes = n / per_byte;
+// Byte o (4 <= o < bytes) of a block from its 64 codes (slot order): plane bytes gather
+// code i of a plane from byte i % nbytes at bit bits * (i / nbytes).
+template <ggml_type T>
+static __device__ __forceinline__ uint8_t tq_plane_byte(const uint8_t * codes, int o) {
+    using L = tq_layout<T>;
+    struct plane { int off, n, bits, first, shift; }; // `shift`: which bits of the code
+    const plane planes[4] = {
+        { L::hi_a, TQ_HI, L::hi_a_bits, 0, 0 },
+        { L::hi_b, TQ_HI, 1, 0, 2 },
+        { L::lo_a, TQ_LO, L::lo_a_bits, TQ_HI, 0 },
+        { L::lo_b, TQ_LO, 1, TQ_HI, 2 },
+    };
 #pragma unroll
-    for (int j = 0; j < nbytes; ++j) {
-        uint8_t b = 0;
-#pragma unroll
-        for (int s = 0; s < per_byte; ++s) {
-            b |= (uint8_t) ((codes[s * nbytes + j] & ((1 << bits) - 1)) << (bits * s));
+    for (int k = 0; k < 4; ++k) {
+        const plane & pl = planes[k];
+        const int nbytes = pl.n * pl.bits / 8;
+        if (pl.off >= 0 && o >= pl.off && o < pl.off + nbytes) {
+            const int j = o - pl.off;
+            uint8_t b = 0;
+            for (int s = 0; s < 8 / pl.bits; ++s) {
+                b |= (uint8_t) (((codes[pl.first + s * nbytes + j] >> pl.shift) & ((1 << pl.bits) - 1)) << (pl.bits * s));
+            }
+            return b;
         }
-        out[j] = b;
     }
+    return 0;
 }
 
-// Quantizes group `hi` (1: the 16 outlier slots, 0: the 48 others) of one block.
+// Quantizes the 64 values of one block; lane l holds slots l and l + 32. `codes` is 64 bytes
+// of this warp's shared memory. Writes the whole block (lanes 0..bytes-1, a byte each).
 template <ggml_type T>
-static __device__ __forceinline__ void tq_quantize_half_block(const float * v, const tq_codebooks & cb, int hi, uint8_t * blk) {
-    using L = tq_layout<T>;
-    uint8_t codes[TQ_LO];
-    if (hi) {
-        const uint16_t d = tq_quantize_group<TQ_HI>(v, cb.hi, cb.rule, codes);
-        blk[0] = (uint8_t) d;
-        blk[1] = (uint8_t) (d >> 8);
-        tq_pack<TQ_HI, L::hi_a_bits>(codes, blk + L::hi_a);
-        if (L::hi_b >= 0) {
-            uint8_t top[TQ_HI];
-#pragma unroll
-            for (int i = 0; i < TQ_HI; ++i) {
-                top[i] = codes[i] >> 2;
-            }
-            tq_pack<TQ_HI, 1>(top, blk + (L::hi_b < 0 ? 0 : L::hi_b));
+static __device__ __forceinline__ void tq_quantize_block_warp(float v0, float v1, const tq_codebooks & cb,
+                                                              uint8_t * codes, uint8_t * blk) {
+    const int lane = threadIdx.x % 32;
+    const bool hi0 = lane < TQ_HI; // slot lane + 32 is always in the rest group
+    const double q0 = (double) v0 * (double) v0, q1 = (double) v1 * (double) v1;
+    const double ss_hi = tq_warp_sum(hi0 ? q0 : 0.0);
+    const double ss_lo = tq_warp_sum((hi0 ? 0.0 : q0) + q1);
+    const double nrm_hi = sqrt(ss_hi), nrm_lo = sqrt(ss_lo);
+    const bool ok_hi = nrm_hi > 0.0 && isfinite(nrm_hi), ok_lo = nrm_lo > 0.0 && isfinite(nrm_lo);
+    const float inv_hi = ok_hi ? (float) (sqrt((double) TQ_HI) / nrm_hi) : 0.0f;
+    const float inv_lo = ok_lo ? (float) (sqrt((double) TQ_LO) / nrm_lo) : 0.0f;
+
+    const tq_codebook & cb0 = hi0 ? cb.hi : cb.lo;
+    const bool ok0 = hi0 ? ok_hi : ok_lo;
+    const int c0 = ok0 ? tq_code_of(__fmul_rn(v0, hi0 ? inv_hi : inv_lo), cb0) : 0;
+    const int c1 = ok_lo ? tq_code_of(__fmul_rn(v1, inv_lo), cb.lo) : 0;
+    codes[lane] = (uint8_t) c0;
+    codes[lane + 32] = (uint8_t) c1;
+
+    const double e0 = (double) cb0.c[c0], e1 = (double) cb.lo.c[c1];
+    const double cs_hi = tq_warp_sum(hi0 ? e0 * e0 : 0.0);
+    const double vc_hi = tq_warp_sum(hi0 ? (double) v0 * e0 : 0.0);
+    const double cs_lo = tq_warp_sum((hi0 ? 0.0 : e0 * e0) + e1 * e1);
+    const double vc_lo = tq_warp_sum((hi0 ? 0.0 : (double) v0 * e0) + (double) v1 * e1);
+    const uint16_t d_hi = tq_group_scale(ss_hi, cs_hi, vc_hi, TQ_HI, cb.rule);
+    const uint16_t d_lo = tq_group_scale(ss_lo, cs_lo, vc_lo, TQ_LO, cb.rule);
+    __syncwarp();
+
+    if (lane < tq_layout<T>::bytes) {
+        uint8_t b;
+        switch (lane) {
+            case 0:  b = (uint8_t) d_hi;        break;
+            case 1:  b = (uint8_t) (d_hi >> 8); break;
+            case 2:  b = (uint8_t) d_lo;        break;
+            case 3:  b = (uint8_t) (d_lo >> 8); break;
+            default: b = tq_plane_byte<T>(codes, lane); break;
         }
-    } else {
-        const uint16_t d = tq_quantize_group<TQ_LO>(v, cb.lo, cb.rule, codes);
-        blk[2] = (uint8_t) d;
-        blk[3] = (uint8_t) (d >> 8);
-        tq_pack<TQ_LO, L::lo_a_bits>(codes, blk + L::lo_a);
-        if (L::lo_b >= 0) {
-            uint8_t top[TQ_LO];
-#pragma unroll
-            for (int i = 0; i < TQ_LO; ++i) {
-                top[i] = codes[i] >> 2;
-            }
-            tq_pack<TQ_LO, 1>(top, blk + (L::lo_b < 0 ? 0 : L::lo_b));
-        }
+        blk[lane] = b;
     }
+    __syncwarp();
 }

@@ -54,38 +54,36 @@ static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta,
 }
 
 template <int D, ggml_type TK>
-static void tq_fa_launch_v(ggml_type tv, const tq_fa_params & p, int n_seq, cudaStream_t stream) {
+static int tq_fa_launch_v(ggml_type tv, const tq_fa_params & p, int n_seq, int nsm, int ms, cudaStream_t stream) {
     switch (tv) {
-        case GGML_TYPE_TQ2_5: ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_TQ2_5>(p, n_seq, stream); break;
-        case GGML_TYPE_TQ3_5: ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_TQ3_5>(p, n_seq, stream); break;
+        case GGML_TYPE_TQ2_5: return ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_TQ2_5>(p, n_seq, nsm, ms, stream);
+        case GGML_TYPE_TQ3_5: return ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_TQ3_5>(p, n_seq, nsm, ms, stream);
+        case GGML_TYPE_F16:   return ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_F16>(p, n_seq, nsm, ms, stream);
+        case GGML_TYPE_Q8_0:  return ggml_cuda_tq_fattn_launch<D, TK, GGML_TYPE_Q8_0>(p, n_seq, nsm, ms, stream);
         default: GGML_ABORT("TQ flash attention: V type %s", ggml_type_name(tv));
     }
 }
 
+// K f16 / q8_0 with a TQ V
 template <int D, ggml_type TV>
-static void tq_fa_launch_k_plain(ggml_type tk, const tq_fa_params & p, int n_seq, cudaStream_t stream) {
+static int tq_fa_launch_k_plain(ggml_type tk, const tq_fa_params & p, int n_seq, int nsm, int ms, cudaStream_t stream) {
     switch (tk) {
-        case GGML_TYPE_F16:  ggml_cuda_tq_fattn_launch<D, GGML_TYPE_F16,  TV>(p, n_seq, stream); break;
-        case GGML_TYPE_Q8_0: ggml_cuda_tq_fattn_launch<D, GGML_TYPE_Q8_0, TV>(p, n_seq, stream); break;
+        case GGML_TYPE_F16:  return ggml_cuda_tq_fattn_launch<D, GGML_TYPE_F16,  TV>(p, n_seq, nsm, ms, stream);
+        case GGML_TYPE_Q8_0: return ggml_cuda_tq_fattn_launch<D, GGML_TYPE_Q8_0, TV>(p, n_seq, nsm, ms, stream);
         default: GGML_ABORT("TQ flash attention: K type %s", ggml_type_name(tk));
     }
 }
 
 template <int D>
-static void tq_fa_launch(ggml_type tk, ggml_type tv, const tq_fa_params & p, int n_seq, cudaStream_t stream) {
-    if (ggml_tq_is_tq(tk) && ggml_tq_is_tq(tv)) {
-        tk == GGML_TYPE_TQ2_5 ? tq_fa_launch_v<D, GGML_TYPE_TQ2_5>(tv, p, n_seq, stream) : tq_fa_launch_v<D, GGML_TYPE_TQ3_5>(tv, p, n_seq, stream);
-    } else if (ggml_tq_is_tq(tv)) { // K f16 / q8_0
-        tv == GGML_TYPE_TQ2_5 ? tq_fa_launch_k_plain<D, GGML_TYPE_TQ2_5>(tk, p, n_seq, stream) : tq_fa_launch_k_plain<D, GGML_TYPE_TQ3_5>(tk, p, n_seq, stream);
-    } else { // TQ K, V f16 / q8_0
-        if (tk == GGML_TYPE_TQ2_5) {
-            tv == GGML_TYPE_F16 ? ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ2_5, GGML_TYPE_F16>(p, n_seq, stream)
-                                : ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ2_5, GGML_TYPE_Q8_0>(p, n_seq, stream);
-        } else {
-            tv == GGML_TYPE_F16 ? ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ3_5, GGML_TYPE_F16>(p, n_seq, stream)
-                                : ggml_cuda_tq_fattn_launch<D, GGML_TYPE_TQ3_5, GGML_TYPE_Q8_0>(p, n_seq, stream);
-        }
+static int tq_fa_launch(ggml_type tk, ggml_type tv, const tq_fa_params & p, int n_seq, int nsm, int ms, cudaStream_t stream) {
+    if (tk == GGML_TYPE_TQ2_5) {
+        return tq_fa_launch_v<D, GGML_TYPE_TQ2_5>(tv, p, n_seq, nsm, ms, stream);
     }
+    if (tk == GGML_TYPE_TQ3_5) {
+        return tq_fa_launch_v<D, GGML_TYPE_TQ3_5>(tv, p, n_seq, nsm, ms, stream);
+    }
+    return tv == GGML_TYPE_TQ2_5 ? tq_fa_launch_k_plain<D, GGML_TYPE_TQ2_5>(tk, p, n_seq, nsm, ms, stream)
+                                 : tq_fa_launch_k_plain<D, GGML_TYPE_TQ3_5>(tk, p, n_seq, nsm, ms, stream);
 }
 
 static tq_lut tq_fa_lut(ggml_type t) {
@@ -120,29 +118,30 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
     p.k_ne3 = K->ne[3]; p.v_ne3 = V->ne[3]; p.mask_ne3 = mask ? mask->ne[3] : 1;
     memcpy(&p.scale, (const float *) dst->op_params + 0, sizeof(float));
     memcpy(&p.softcap, (const float *) dst->op_params + 2, sizeof(float));
+    if (p.softcap != 0.0f) {
+        p.scale /= p.softcap; // as ggml's CPU backend: s = softcap * tanh(s * scale / softcap)
+    }
     p.lut_k = tq_fa_lut(K->type);
     p.lut_v = tq_fa_lut(V->type);
 
-    // enough blocks for about four waves of the GPU, each at least one 128-key tile
     const int n_seq = Q->ne[3];
-    const int tiles = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
     const int nsm = ggml_cuda_info().devices[ctx.device].nsm;
-    const int want = (4 * nsm + p.n_head_kv * n_seq - 1) / (p.n_head_kv * n_seq);
-    p.n_splits = std::max(1, std::min(tiles, want));
-    p.kv_per_split = ((tiles + p.n_splits - 1) / p.n_splits) * TQ_FA_TILE;
-    p.n_splits = std::max(1, (p.n_kv + p.kv_per_split - 1) / p.kv_per_split);
-
+    const int max_splits = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
     const int64_t rows = (int64_t) n_seq * p.n_q * p.n_head;
     const int64_t D = K->ne[0];
-    ggml_cuda_pool_alloc<float>  part(ctx.pool(), rows * p.n_splits * D);
-    ggml_cuda_pool_alloc<float2> meta(ctx.pool(), rows * p.n_splits);
+    ggml_cuda_pool_alloc<float>  part(ctx.pool(), rows * max_splits * D);
+    ggml_cuda_pool_alloc<float2> meta(ctx.pool(), rows * max_splits);
     p.part = part.get();
     p.meta = meta.get();
 
+    int splits = 0;
     switch (D) {
-        case 64:  tq_fa_launch<64>(K->type, V->type, p, n_seq, stream);  k_tq_fattn_merge<64><<<rows, 64, 0, stream>>>(p.part, p.meta, (float *) dst->data, p.n_splits); break;
-        case 128: tq_fa_launch<128>(K->type, V->type, p, n_seq, stream); k_tq_fattn_merge<128><<<rows, 128, 0, stream>>>(p.part, p.meta, (float *) dst->data, p.n_splits); break;
-        case 256: tq_fa_launch<256>(K->type, V->type, p, n_seq, stream); k_tq_fattn_merge<256><<<rows, 256, 0, stream>>>(p.part, p.meta, (float *) dst->data, p.n_splits); break;
+        case 64:  splits = tq_fa_launch<64>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
+                  k_tq_fattn_merge<64><<<rows, 64, 0, stream>>>(p.part, p.meta, (float *) dst->data, splits); break;
+        case 128: splits = tq_fa_launch<128>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
+                  k_tq_fattn_merge<128><<<rows, 128, 0, stream>>>(p.part, p.meta, (float *) dst->data, splits); break;
+        case 256: splits = tq_fa_launch<256>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
+                  k_tq_fattn_merge<256><<<rows, 256, 0, stream>>>(p.part, p.meta, (float *) dst->data, splits); break;
         default:  GGML_ABORT("TQ flash attention: head size %d", (int) D);
     }
     CUDA_CHECK(cudaGetLastError());

@@ -33,8 +33,10 @@ struct tq_fa_params {
     tq_lut lut_k, lut_v;
 };
 
+// Launches the decode kernel over as many splits of the KV length as fill the GPU once
+// (at most max_splits); returns the number of splits, which p.part / p.meta must hold.
 template <int D, ggml_type TK, ggml_type TV>
-void ggml_cuda_tq_fattn_launch(const tq_fa_params & p, int n_seq, cudaStream_t stream);
+int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream);
 
 // The kernels themselves are compiled only in the instance files tq-fattn-k-*.cu.
 #ifdef TQ_FA_DEFINE_KERNELS
@@ -263,6 +265,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                 acc[c][v] *= a;
             }
         }
+#pragma unroll 4
         for (int i = warp; i < nt; i += TQ_FA_WARPS) {
             float x[VPT];
             vr.read(V + (int64_t) (t0 + i) * p.nbv1, lut_v, x);
@@ -306,19 +309,32 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     }
 }
 
-template <int D, ggml_type TK, ggml_type TV>
-void ggml_cuda_tq_fattn_launch(const tq_fa_params & p, int n_seq, cudaStream_t stream) {
+template <int D, ggml_type TK, ggml_type TV, int NC>
+static int tq_fattn_launch_nc(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
+    // one full wave: as many blocks as the SMs hold at once, split evenly over heads and sequences
+    int per_sm = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_tq_fattn_decode<D, TK, TV, NC>, TQ_FA_THREADS, 0));
+    const int tiles = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
+    int splits = std::max(1, std::min({ tiles, max_splits, std::max(1, per_sm) * nsm / (p.n_head_kv * n_seq) }));
+    p.kv_per_split = ((tiles + splits - 1) / splits) * TQ_FA_TILE;
+    p.n_splits = (p.n_kv + p.kv_per_split - 1) / p.kv_per_split;
     const dim3 grid(p.n_head_kv, p.n_splits, n_seq);
-    if (p.ncols <= 2) {
-        k_tq_fattn_decode<D, TK, TV, 2><<<grid, TQ_FA_THREADS, 0, stream>>>(p);
-    } else if (p.ncols <= 4) {
-        k_tq_fattn_decode<D, TK, TV, 4><<<grid, TQ_FA_THREADS, 0, stream>>>(p);
-    } else {
-        k_tq_fattn_decode<D, TK, TV, 8><<<grid, TQ_FA_THREADS, 0, stream>>>(p);
-    }
+    k_tq_fattn_decode<D, TK, TV, NC><<<grid, TQ_FA_THREADS, 0, stream>>>(p);
+    return p.n_splits;
 }
 
-#define TQ_FA_DECL(D, TK, TV) template void ggml_cuda_tq_fattn_launch<D, TK, TV>(const tq_fa_params &, int, cudaStream_t);
+template <int D, ggml_type TK, ggml_type TV>
+int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
+    if (p.ncols <= 2) {
+        return tq_fattn_launch_nc<D, TK, TV, 2>(p, n_seq, nsm, max_splits, stream);
+    }
+    if (p.ncols <= 4) {
+        return tq_fattn_launch_nc<D, TK, TV, 4>(p, n_seq, nsm, max_splits, stream);
+    }
+    return tq_fattn_launch_nc<D, TK, TV, 8>(p, n_seq, nsm, max_splits, stream);
+}
+
+#define TQ_FA_DECL(D, TK, TV) template int ggml_cuda_tq_fattn_launch<D, TK, TV>(tq_fa_params, int, int, int, cudaStream_t);
 #define TQ_FA_DECL_ALL_D(TK, TV) TQ_FA_DECL(64, TK, TV) TQ_FA_DECL(128, TK, TV) TQ_FA_DECL(256, TK, TV)
 
 #endif // TQ_FA_DEFINE_KERNELS

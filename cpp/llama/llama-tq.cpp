@@ -214,9 +214,16 @@ ggml_tensor * llama_tq_apply(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
     const int64_t n_head = x->ne[0] == d ? x->ne[1] : x->ne[0] / d;
     const int64_t n_tokens = ggml_nelements(x) / (d * n_head);
     ggml_tensor * y = ggml_is_contiguous(x) ? x : ggml_cont(ctx, x);
-    // one column per (head, token): T [d, d, n_kv_head, 1] broadcasts over heads (h -> h / (n_head /
-    // n_kv_head), as attention maps them) and over tokens, so no permute or copy is needed
-    y = ggml_reshape_4d(ctx, y, d, 1, n_head, n_tokens);
+    // T [d, d, n_kv_head] broadcasts over the heads that share it (h -> h / (n_head / n_kv_head),
+    // as attention maps them)
+    if (n_tokens == 1) {
+        y = ggml_reshape_3d(ctx, y, d, 1, n_head);
+        return ggml_reshape(ctx, ggml_mul_mat(ctx, T, y), x);
+    }
+    // heads outermost: one [d, d] x [d, n_tokens] product per head, not n_head * n_tokens
+    // matrix-vector products
+    y = ggml_permute(ctx, ggml_reshape_3d(ctx, y, d, n_head, n_tokens), 0, 2, 1, 3); // [d, n_tokens, n_head]
     y = ggml_mul_mat(ctx, T, y);
+    y = ggml_cont(ctx, ggml_permute(ctx, y, 0, 2, 1, 3));                           // [d, n_head, n_tokens]
     return ggml_reshape(ctx, y, x);
 }
