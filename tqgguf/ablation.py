@@ -1,0 +1,111 @@
+"""TurboQuant's open choices judged on real K/V rows: attention-output error, layer by layer.
+
+Each variant is a way to turn the rows of one KV head of one layer into their reconstruction
+(or, for QJL, into inner-product estimates). The error of a variant is the relative error of the
+attention output, ||O - O_hat|| / ||O||, over every query head and token of every layer, with
+K only, V only, or both quantized (capture.py gives the Q/K/V of a real forward pass).
+
+The TQ variants run the exact block format through the C core (tqgguf._core); the plain and
+QJL variants use the numpy reference (reference.py). Bits per value count all overhead (f16
+scales and norms); a per-(layer, head) mean vector kept in the model's metadata costs the cache
+nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import blocks, outliers as outl, reference, rotation
+from .capture import LayerKV, attention
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str                      # "tq2_5", "tq3_5", "plain", "prod"
+    bits: int = 0                  # plain / prod: bits per coordinate
+    outliers: str = "weights"      # tq: "weights" (prepare's data-free choice), "calib" (from these rows), "random"
+    rule: str = "norm"             # tq: scale rule of cpp/tq.h
+    center: bool = False           # subtract the head's mean row first (exact in attention, see below)
+    rot: str = "hadamard"          # plain: "hadamard" (randomized, pow2 sizes) or "haar" (dense)
+    per_layer_seed: bool = True    # False: every layer uses layer 0's rotations
+
+    def bits_per_value(self, d: int) -> float:
+        if self.kind in blocks.TYPES:
+            return blocks.layout(self.kind).bits_per_value
+        return self.bits + 16 / d * (2 if self.kind == "prod" else 1)  # f16 norm (and residual norm)
+
+
+@dataclass
+class Context:
+    """What the variants need besides the rows: rotation seeds and prepare's outlier channels."""
+    seeds: dict[str, np.ndarray]            # kind -> (n_layer,) layer seeds
+    weight_outliers: dict[str, np.ndarray]  # kind -> (n_layer, n_kv, d/4)
+    rope_units: list = field(default_factory=list)
+
+
+def _tq_roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Context) -> np.ndarray:
+    from . import _core
+
+    d = rows.shape[1]
+    if v.outliers == "weights":
+        o = ctx.weight_outliers[kind][il, h]
+    elif v.outliers == "calib":
+        units = ctx.rope_units if kind == "k" else [(c,) for c in range(d)]
+        o = outl.choose((rows.astype(np.float64) ** 2).mean(0), units, d // 4)
+    else:
+        o = np.sort(np.random.default_rng(1000 * il + h).choice(d, d // 4, replace=False)).astype(np.int32)
+    seed = int(ctx.seeds[kind][il if v.per_layer_seed else 0])
+    T = np.asarray(_core.head_transform(d, seed, h, o.astype(np.int32)))
+    hi, lo = reference.codebooks_for(v.kind)
+    y = (rows.astype(np.float64) @ T.T).astype(np.float32).ravel()
+    data = _core.quantize_row(v.kind, y, hi, lo, v.rule)
+    yq = np.asarray(_core.dequantize_row(v.kind, data, hi, lo), dtype=np.float64).reshape(rows.shape)
+    return yq @ T
+
+
+def _plain_rotation(v: Variant, d: int, seed: int) -> np.ndarray:
+    if v.rot == "hadamard" and rotation.is_power_of_two(d):
+        return rotation.hadamard(d, seed)
+    return rotation.haar(d, seed)
+
+
+def roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Context) -> np.ndarray:
+    """Reconstructed rows [T, d] of one KV head (not for prod: see scores)."""
+    mu = rows.mean(0, keepdims=True) if v.center else 0.0
+    x = rows - mu
+    if v.kind in blocks.TYPES:
+        out = _tq_roundtrip(v, kind, x, il, h, ctx)
+    elif v.kind == "plain":
+        seed = rotation.subseed(int(ctx.seeds[kind][il if v.per_layer_seed else 0]), h)
+        q = reference.MSEQuantizer(rows.shape[1], v.bits, _plain_rotation(v, rows.shape[1], seed), norm_correction=False)
+        out = q.dequantize(*q.quantize(x))
+    elif v.kind == "prod":
+        # the unbiased reconstruction: x_mse + ||r|| sqrt(pi/2) / d * S^T sign(S r)
+        seed = rotation.subseed(int(ctx.seeds[kind][il]), h)
+        q = reference.ProdQuantizer(rows.shape[1], v.bits, _plain_rotation(v, rows.shape[1], seed), seed=seed + 1)
+        base, signs, rnorm = q.quantize(x)
+        out = base + (signs @ q.sketch) * (rnorm * math.sqrt(math.pi / 2) / rows.shape[1])[:, None]
+    else:
+        raise ValueError(v.kind)
+    return out + mu
+
+
+def layer_error(layer: LayerKV, v_k: Variant | None, v_v: Variant | None, il: int, ctx: Context) -> float:
+    """||O - O_hat|| / ||O|| of one layer with K quantized by v_k and V by v_v (None: exact)."""
+    T = layer.q.shape[0]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    q, k, v = (a.astype(np.float64) for a in (layer.q, layer.k, layer.v))
+    exact = attention(q, k, v, mask)
+    kh = np.stack([roundtrip(v_k, "k", k[:, h], il, h, ctx) for h in range(k.shape[1])], 1) if v_k else k
+    vh = np.stack([roundtrip(v_v, "v", v[:, h], il, h, ctx) for h in range(v.shape[1])], 1) if v_v else v
+    approx = attention(q, kh, vh, mask)
+    return float(np.linalg.norm(approx - exact) / np.linalg.norm(exact))
+
+
+def errors(layers: list[LayerKV], v_k: Variant | None, v_v: Variant | None, ctx: Context) -> np.ndarray:
+    return np.array([layer_error(l, v_k, v_v, il, ctx) for il, l in enumerate(layers)])
+

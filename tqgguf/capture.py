@@ -1,0 +1,124 @@
+"""Q, K and V of every layer of a llama-architecture GGUF on real text: a numpy forward pass.
+
+For the ablations (docs/ablation.md): quantizer choices are judged on the rows llama.cpp would
+put into its KV cache (K after RoPE, V), with the queries that will read them. Weights are
+dequantized with gguf-py; the text is tokenized by greedy longest match over the model's own
+vocabulary (GPT-2 byte-level pieces), close to but not exactly its BPE: the statistics of K and V
+come from the weights and real words, which is what the ablations need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class LayerKV:
+    q: np.ndarray  # [T, n_head, d], after RoPE
+    k: np.ndarray  # [T, n_head_kv, d], after RoPE (what the cache stores)
+    v: np.ndarray  # [T, n_head_kv, d]
+
+
+def _field(r, key):
+    f = r.fields[key]
+    return f.parts[f.data[0]]
+
+
+def _str(r, key) -> str:
+    return bytes(_field(r, key)).decode()
+
+
+def tokenize_greedy(tokens: list[str], text: str, n: int) -> list[int]:
+    """Greedy longest match of ``text`` (spaces and newlines as GPT-2's Ġ and Ċ) over ``tokens``."""
+    table = {t: i for i, t in enumerate(tokens)}
+    longest = max(len(t) for t in tokens)
+    s = "".join("Ġ" if ch == " " else "Ċ" if ch == "\n" else ch if 32 < ord(ch) < 127 else "Ġ" for ch in text)
+    out, i = [], 0
+    while i < len(s) and len(out) < n:
+        for j in range(min(len(s), i + longest), i, -1):
+            if s[i:j] in table:
+                out.append(table[s[i:j]])
+                i = j
+                break
+        else:
+            i += 1  # a character no token covers
+    return out
+
+
+def _rope(x: np.ndarray, base: float) -> np.ndarray:
+    """llama.cpp's LLAMA rope (adjacent pairs; the converter permuted the weights for it)."""
+    t, _, d = x.shape
+    inv = base ** (-np.arange(0, d, 2) / d)
+    ang = np.arange(t)[:, None] * inv[None, :]
+    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    a, b = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = a * cos - b * sin
+    out[..., 1::2] = a * sin + b * cos
+    return out
+
+
+def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[LayerKV], float]:
+    """Token ids and per-layer Q/K/V of the first ``n_tokens`` tokens of ``text``, and the share of
+    next tokens the model predicts (top-1): the check that this forward pass is the model's."""
+    import gguf
+    from gguf.quants import dequantize
+
+    r = gguf.GGUFReader(path)
+    arch = _str(r, "general.architecture")
+    if arch != "llama":
+        raise ValueError(f"capture supports the llama architecture, not {arch}")
+    n_layer = int(_field(r, f"{arch}.block_count")[0])
+    n_head = int(_field(r, f"{arch}.attention.head_count")[0])
+    n_kv = int(_field(r, f"{arch}.attention.head_count_kv")[0])
+    eps = float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")[0])
+    base = float(_field(r, f"{arch}.rope.freq_base")[0]) if f"{arch}.rope.freq_base" in r.fields else 10000.0
+    vocab_field = r.fields["tokenizer.ggml.tokens"]
+    vocab = [bytes(vocab_field.parts[i]).decode(errors="replace") for i in vocab_field.data]
+    tensors = {t.name: t for t in r.tensors}
+
+    def w(name):
+        t = tensors[name]
+        a = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        return a.reshape(int(t.shape[1]), int(t.shape[0])) if len(t.shape) > 1 else a.ravel()
+
+    ids = tokenize_greedy(vocab, text, n_tokens)
+    x = w("token_embd.weight")[ids].astype(np.float64)
+    T = len(ids)
+    d = x.shape[1] // n_head
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    norm = lambda h, g: h / np.sqrt((h * h).mean(-1, keepdims=True) + eps) * g
+    layers = []
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        h = norm(x, w(p + "attn_norm.weight").ravel())
+        q = _rope((h @ w(p + "attn_q.weight").T).reshape(T, n_head, d), base)
+        k = _rope((h @ w(p + "attn_k.weight").T).reshape(T, n_kv, d), base)
+        v = (h @ w(p + "attn_v.weight").T).reshape(T, n_kv, d)
+        layers.append(LayerKV(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)))
+        att = attention(q, k, v, mask)
+        x = x + att.reshape(T, -1) @ w(p + "attn_output.weight").T
+        h = norm(x, w(p + "ffn_norm.weight").ravel())
+        g, u = h @ w(p + "ffn_gate.weight").T, h @ w(p + "ffn_up.weight").T
+        x = x + (g / (1 + np.exp(-g)) * u) @ w(p + "ffn_down.weight").T
+    out_w = w("output.weight") if "output.weight" in tensors else w("token_embd.weight")  # tied embeddings
+    logits = norm(x, w("output_norm.weight").ravel()) @ out_w.T
+    top1 = float(np.mean(logits[:-1].argmax(1) == np.asarray(ids[1:])))
+    return ids, layers, top1
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, scores_of=None) -> np.ndarray:
+    """Causal softmax attention, [T, n_head, d] out; query head h reads KV head h // (n_head / n_kv).
+    ``scores_of(h_kv, q_rows)`` can replace q . k for one KV head (an inner-product estimator)."""
+    T, n_head, d = q.shape
+    r = n_head // k.shape[1]
+    out = np.empty((T, n_head, v.shape[2]))
+    for h in range(n_head):
+        hk = h // r
+        s = scores_of(hk, q[:, h]) if scores_of else q[:, h] @ k[:, hk].T
+        s = s / np.sqrt(d) + mask
+        s = np.exp(s - s.max(1, keepdims=True))
+        out[:, h] = (s / s.sum(1, keepdims=True)) @ v[:, hk]
+    return out
