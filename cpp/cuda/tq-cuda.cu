@@ -26,6 +26,14 @@ static tq_lut tq_lut_of(ggml_type type) {
 
 // ---- dequantize -------------------------------------------------------------------
 
+// The codebooks from the kernel's argument into shared memory (codes index them divergently).
+static __device__ __forceinline__ void tq_lut_to_shared(const tq_lut & lut, float (*slut)[16]) {
+    if (threadIdx.x < 32) {
+        slut[threadIdx.x / 16][threadIdx.x % 16] = lut.c[threadIdx.x / 16][threadIdx.x % 16];
+    }
+    __syncthreads();
+}
+
 // 16 values (quarter q of a block: the hi group, or a third of the lo group) into y[0..16).
 template <ggml_type T, typename dst_t>
 static __device__ __forceinline__ void tq_dequantize_quarter(const uint8_t * blk, int q, const float (*lut)[16], dst_t * y, int64_t sy0) {
@@ -44,10 +52,7 @@ static __global__ void k_tq_dequantize(const char * x, dst_t * y, const int64_t 
                                        const int64_t sx1, const int64_t sx2, const int64_t sx3,
                                        const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
     __shared__ float slut[2][16];
-    if (threadIdx.x < 32) {
-        slut[threadIdx.x / 16][threadIdx.x % 16] = lut.c[threadIdx.x / 16][threadIdx.x % 16];
-    }
-    __syncthreads();
+    tq_lut_to_shared(lut, slut);
     const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= 4 * nblk * ne1 * ne2 * ne3) {
         return;
@@ -122,10 +127,7 @@ static __global__ void k_tq_get_rows(const char * x, const int32_t * idx, dst_t 
                                      const int64_t si0, const int64_t si1, const int64_t si2,
                                      const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
     __shared__ float slut[2][16];
-    if (threadIdx.x < 32) {
-        slut[threadIdx.x / 16][threadIdx.x % 16] = lut.c[threadIdx.x / 16][threadIdx.x % 16];
-    }
-    __syncthreads();
+    tq_lut_to_shared(lut, slut);
     const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= 4 * nblk * ne10 * ne11 * ne12) {
         return;
