@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Copy a comparison's results into docs/results/ with how they were made.
 
-    scripts/publish-results.py OUT_DIR NAME "COMMAND THAT MADE THEM" [--recall RECALL_DIR]
+    scripts/publish-results.py OUT_DIR NAME "COMMAND THAT MADE THEM" [--recall RECALL_DIR] [--commit REV]
 
 Writes docs/results/NAME.md (command, commit, machine, the table, bits per value by head
 size, the Pareto front) and docs/results/NAME.json / NAME.png.
@@ -20,12 +20,13 @@ ap.add_argument("out")
 ap.add_argument("name")
 ap.add_argument("command")
 ap.add_argument("--recall", default=None)
+ap.add_argument("--commit", default=None, help="the commit whose build made the numbers [default: HEAD]")
 a = ap.parse_args()
 out = Path(a.out)
 dst = root / "docs" / "results"
 dst.mkdir(parents=True, exist_ok=True)
 data = json.loads((out / "results.json").read_text())
-commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+commit = a.commit or subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 
 import sys

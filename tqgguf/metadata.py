@@ -62,7 +62,7 @@ class TQMeta:
     head_dim: dict[str, int]               # kind -> head size
     layer_seeds: dict[str, np.ndarray]     # kind -> (n_layer,) uint64
     outliers: dict[str, np.ndarray]        # kind -> (n_layer, n_kv_head, head_dim/4) int32
-    outlier_method: str = "weights"
+    outlier_method: str = "weights"        # outliers.py; chosen by docs/ablation.md table 2
 
     def codebooks(self) -> dict[tuple[int, int], np.ndarray]:
         need = set()

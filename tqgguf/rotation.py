@@ -101,6 +101,7 @@ def haar(n: int, seed: int) -> np.ndarray:
 
 
 def group_rotation(n: int, seed: int) -> np.ndarray:
+    # Hadamard where it exists: lower attention error than a dense Haar matrix (docs/ablation.md table 3)
     return hadamard(n, seed) if is_power_of_two(n) else haar(n, seed)
 
 
