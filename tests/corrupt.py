@@ -26,6 +26,10 @@ def replace(key, vtype, value, elem=None):
     return lambda kvs: [make_kv(key, vtype, value, elem) if kv.key == key else kv for kv in kvs]
 
 
+def add(key, vtype, value, elem=None):
+    return lambda kvs: [kv for kv in kvs if kv.key != key] + [make_kv(key, vtype, value, elem)]
+
+
 def drop(key):
     return lambda kvs: [kv for kv in kvs if kv.key != key]
 
@@ -55,4 +59,9 @@ def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
         "type bits": (replace(metadata.k_type_bits("tq2_5"), VT.ARRAY, [4, 2], VT.UINT32), "tq2_5"),
         "unknown type": (replace(metadata.K_TYPES, VT.ARRAY, ["tq9_9"], VT.STRING), "tq9_9"),
         "block size": (replace(metadata.K_BLOCK, VT.UINT32, 32), "block_size"),
+        "k center short": (add(metadata.K_K_CENTER, VT.ARRAY, [0.0] * 5, VT.FLOAT32), "k.center"),
+        "k center nan": (add(metadata.K_K_CENTER, VT.ARRAY, [np.nan] * (n_layer * n_kv * head_dim), VT.FLOAT32),
+                         "k.center"),
+        "k center wrong type": (add(metadata.K_K_CENTER, VT.ARRAY, [0] * (n_layer * n_kv * head_dim), VT.INT32),
+                                "k.center"),
     }

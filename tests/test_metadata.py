@@ -1,9 +1,10 @@
 """The turboquant.* schema: it round-trips, and each malformed key is refused with one line."""
+import numpy as np
 import pytest
 
 import corrupt
 from conftest import assert_one_line_error, run_cli
-from tqgguf import metadata
+from tqgguf import metadata, prepare
 from tqgguf.gguf_file import read_header
 
 
@@ -36,3 +37,17 @@ def test_malformed_metadata_is_refused(prepared, tmp_path, case):
         metadata.read(read_header(bad))
     assert needle in str(e.value) and "\n" not in str(e.value)
     assert_one_line_error(run_cli("inspect", str(bad)), needle)
+
+
+def test_k_center_round_trips(tmp_path):
+    from tqgguf import synth
+    from tqgguf.gguf_file import read_header
+    src = tmp_path / "m.gguf"
+    synth.write(src, synth.Shape(n_layer=2))
+    hdr = read_header(src)
+    meta = prepare.build_metadata(str(src), hdr, 7, ["tq2_5"])
+    meta.k_center = np.arange(2 * 2 * 64, dtype=np.float32).reshape(2, 2, 64) / 100
+    out = tmp_path / "c.gguf"
+    prepare.write_atomic(str(src), str(out), prepare.with_metadata(hdr, meta), hdr, lambda n: None)
+    back = metadata.read(read_header(out))
+    assert np.array_equal(back.k_center, meta.k_center)

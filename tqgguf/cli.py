@@ -60,9 +60,12 @@ def main():
               help="Master seed of every rotation; per-layer K and V seeds derive from it.")
 @click.option("--types", "types_text", default="tq2_5,tq3_5", show_default=True,
               help="Comma-separated TQ cache types to prepare codebooks for.")
+@click.option("--center-k", "center_k", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Calibration text: store each K head's mean row (turboquant.k.center) so the cache keeps "
+                   "k - mu (llama architecture; off by default, see docs/ablation.md).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
-def prepare(model, output, in_place, seed, types_text, quiet):
+def prepare(model, output, in_place, seed, types_text, center_k, quiet):
     """Write a copy of MODEL with the TurboQuant metadata the patched llama.cpp needs.
 
     Tensors and all other keys are copied byte for byte; existing turboquant.* keys
@@ -77,7 +80,8 @@ def prepare(model, output, in_place, seed, types_text, quiet):
         with click.progressbar(length=length, label=label, file=sys.stderr, hidden=quiet) as b:
             yield b.update
 
-    prep.prepare_file(model, dst, seed, types, bar)
+    text = Path(center_k).read_text(errors="replace") if center_k else None
+    prep.prepare_file(model, dst, seed, types, bar, center_text=text)
     click.echo(dst)
 
 

@@ -27,6 +27,8 @@ K_LAYERS = "turboquant.layer_count"          # u32: layers covered
 K_KV_HEADS = "turboquant.kv_head_count"      # u32: KV heads per layer
 K_OUTLIER_METHOD = "turboquant.outlier_method"  # str: how outlier channels were chosen
 K_CODEBOOK_SCALE = "turboquant.codebook_scale"  # str: "sqrt_dim": centroids times sqrt(group size)
+K_K_CENTER = "turboquant.k.center"            # [f32] n_layer * n_kv_head * k head_dim, optional: calibrated mean
+                                              # K row (after RoPE) per head; the cache stores T (k - mu)
 
 
 def k_head_dim(kind: str) -> str:            # u32: head size of K ("k") or V ("v")
@@ -63,6 +65,7 @@ class TQMeta:
     layer_seeds: dict[str, np.ndarray]     # kind -> (n_layer,) uint64
     outliers: dict[str, np.ndarray]        # kind -> (n_layer, n_kv_head, head_dim/4) int32
     outlier_method: str = "weights"        # outliers.py; chosen by docs/ablation.md table 2
+    k_center: np.ndarray | None = None     # (n_layer, n_kv_head, k head_dim) or None (docs/ablation.md table 5)
 
     def codebooks(self) -> dict[tuple[int, int], np.ndarray]:
         need = set()
@@ -92,6 +95,8 @@ class TQMeta:
             kvs.append(make_kv(k_head_dim(kind), VT.UINT32, self.head_dim[kind]))
             kvs.append(make_kv(k_layer_seeds(kind), VT.ARRAY, self.layer_seeds[kind], VT.UINT64))
             kvs.append(make_kv(k_outliers(kind), VT.ARRAY, self.outliers[kind].reshape(-1), VT.INT32))
+        if self.k_center is not None:
+            kvs.append(make_kv(K_K_CENTER, VT.ARRAY, self.k_center.reshape(-1).astype(np.float32), VT.FLOAT32))
         return kvs
 
 
@@ -163,4 +168,10 @@ def read(hdr: Header) -> TQMeta:
             raise MetadataError(f"{key} must be finite and strictly increasing")
         if np.max(np.abs(c - expect)) > 1e-4 * math.sqrt(dim):
             raise MetadataError(f"{key} is not the Lloyd-Max codebook for d={dim}, {bits} bits")
+    if any(kv.key == K_K_CENTER for kv in hdr.kvs):
+        d = meta.head_dim["k"]
+        c = np.asarray(_get(hdr, K_K_CENTER, VT.ARRAY, VT.FLOAT32, n_layer * n_kv * d), dtype=np.float32)
+        if not np.all(np.isfinite(c)) or np.max(np.abs(c)) > 1e6:
+            raise MetadataError(f"{K_K_CENTER} must be finite (and below 1e6)")
+        meta.k_center = c.reshape(n_layer, n_kv, d)
     return meta

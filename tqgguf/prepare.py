@@ -165,14 +165,35 @@ def _no_progress(label: str, length: int):
     yield lambda n: None
 
 
-def prepare_file(src: str, dst: str, seed: int, types: list[str], progress=_no_progress) -> None:
+def k_centers(path: str, text: str, n_tokens: int = 1024) -> np.ndarray:
+    """The mean K row (after RoPE) of each layer and KV head over ``text``: (n_layer, n_kv_head, d).
+
+    Calibrated, not data-free: a numpy forward pass of the model (capture.py, llama architecture).
+    The cache then stores T (k - mu); softmax ignores the shift (docs/ablation.md table 5).
+    """
+    from . import capture
+
+    try:
+        _, layers, _ = capture.capture(path, text, n_tokens)
+    except ValueError as e:
+        raise PrepareError(f"--center-k: {e}") from None
+    return np.stack([layer.k.astype(np.float64).mean(0) for layer in layers]).astype(np.float32)
+
+
+def prepare_file(src: str, dst: str, seed: int, types: list[str], progress=_no_progress,
+                 center_text: str | None = None) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
+    ``center_text``: calibration text for the optional K centering (turboquant.k.center).
     """
     hdr = read_model_header(src)
     with progress("choosing outlier channels", model_shape(hdr).n_layer) as update:
         meta = build_metadata(src, hdr, seed, types, update)
+    if center_text is not None:
+        with progress("calibrating K centers", 1) as update:
+            meta.k_center = k_centers(src, center_text)
+            update(1)
     with progress("writing " + os.path.basename(dst), hdr.file_size - hdr.data_offset) as update:
         write_atomic(src, dst, with_metadata(hdr, meta), hdr, update)
 

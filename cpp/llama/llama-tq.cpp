@@ -146,6 +146,14 @@ void llama_tq_meta::load(const gguf_context * ctx) {
                 codebooks[{dim, b}] = c;
             }
         }
+        if (gguf_find_key(ctx, "turboquant.k.center") >= 0) {
+            k_center = r.arr<float>("turboquant.k.center", GGUF_TYPE_FLOAT32, (size_t) n_layer * n_kv_head * head_dim[0]);
+            for (const float c : k_center) {
+                if (!std::isfinite(c) || std::fabs(c) > 1e6f) {
+                    throw std::runtime_error("turboquant.k.center must be finite (and below 1e6)");
+                }
+            }
+        }
     } catch (const std::exception & e) {
         error = e.what();
     }
@@ -203,6 +211,26 @@ std::vector<float> llama_tq_meta::transforms(uint32_t il, int kind, bool inverse
             for (uint32_t k = 0; k < d; ++k) {
                 dst[(size_t) i * d + k] = inverse ? t[(size_t) k * d + i] : t[(size_t) i * d + k];
             }
+        }
+    }
+    return out;
+}
+
+std::vector<float> llama_tq_meta::k_offset(uint32_t il) const {
+    if (k_center.empty()) {
+        return {};
+    }
+    const uint32_t d = head_dim[0];
+    const std::vector<float> T = transforms(il, 0, false);
+    std::vector<float> out((size_t) d * n_kv_head);
+    for (uint32_t h = 0; h < n_kv_head; ++h) {
+        const float * mu = k_center.data() + ((size_t) il * n_kv_head + h) * d;
+        for (uint32_t i = 0; i < d; ++i) {
+            double acc = 0.0;
+            for (uint32_t k = 0; k < d; ++k) {
+                acc += (double) T[((size_t) h * d + i) * d + k] * mu[k];
+            }
+            out[(size_t) h * d + i] = (float) -acc;
         }
     }
     return out;

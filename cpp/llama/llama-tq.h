@@ -24,6 +24,9 @@ struct llama_tq_meta {
     std::vector<int32_t>  outliers[2];       // n_layer * n_kv_head * head_dim/4
     std::vector<std::string> types;
     std::map<std::pair<int, int>, std::vector<float>> codebooks; // (dim, bits) -> centroids * sqrt(dim)
+    // optional turboquant.k.center: a calibrated mean K row (after RoPE) per layer and head,
+    // n_layer * n_kv_head * head_dim[0]; empty when the model has none
+    std::vector<float> k_center;
 
     // Read and check the metadata; never throws (problems are kept in `error`).
     void load(const gguf_context * ctx);
@@ -36,6 +39,11 @@ struct llama_tq_meta {
     // The transforms of layer il for K (kind 0) or V (kind 1): n_kv_head matrices of d x d floats,
     // in ggml_mul_mat's src0 layout, y = T x (or x = T^T y when `inverse`).
     std::vector<float> transforms(uint32_t il, int kind, bool inverse) const;
+
+    // What the graph adds to layer il's transformed K rows: -T_h mu_h per KV head ([d, n_kv_head]),
+    // so the cache holds T (k - mu). Softmax ignores it: q . (k - mu) moves every key's score by the
+    // same q . mu. Empty when the model has no turboquant.k.center.
+    std::vector<float> k_offset(uint32_t il) const;
 };
 
 // y = T x for every head of x ([d, n_head, n_tokens], or [d*n_head, n_tokens] with d = T->ne[0]);
