@@ -24,6 +24,18 @@ def prepared_smollm2(smollm2, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def centered_smollm2(smollm2, tmp_path_factory) -> Path:
+    """Prepared with K centering, calibrated on the last 60 KB of the evaluation text (which the
+    evaluated chunks never reach)."""
+    d = tmp_path_factory.mktemp("centered")
+    calib = d / "calib.txt"
+    calib.write_text(assets.eval_text().read_text()[-60000:])
+    out = d / "smollm2-center.tq.gguf"
+    run_cli("prepare", str(smollm2), "-o", str(out), "--center-k", str(calib), "-q", check=True)
+    return out
+
+
 @pytest.fixture
 def tiny_model(tmp_path) -> Path:
     path = tmp_path / "tiny.gguf"
