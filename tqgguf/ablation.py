@@ -1,7 +1,7 @@
 """TurboQuant's open choices judged on real K/V rows: attention-output error, layer by layer.
 
 Each variant is a way to turn the rows of one KV head of one layer into their reconstruction
-(or, for QJL, into inner-product estimates). The error of a variant is the relative error of the
+(for QJL, its unbiased one). The error of a variant is the relative error of the
 attention output, ||O - O_hat|| / ||O||, over every query head and token of every layer, with
 K only, V only, or both quantized (capture.py gives the Q/K/V of a real forward pass).
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import blocks, outliers as outl, reference, rotation
-from .capture import LayerKV, attention
+from .capture import LayerKV, attention, causal_mask
 
 
 @dataclass
@@ -74,7 +74,7 @@ def _plain_rotation(v: Variant, d: int, seed: int) -> np.ndarray:
 
 
 def roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Context) -> np.ndarray:
-    """Reconstructed rows [T, d] of one KV head (not for prod: see scores)."""
+    """Reconstructed rows [T, d] of one KV head."""
     mu = rows.mean(0, keepdims=True) if v.center else 0.0
     x = rows - mu
     if v.kind in blocks.TYPES:
@@ -96,14 +96,11 @@ def roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Con
 
 def layer_error(layer: LayerKV, v_k: Variant | None, v_v: Variant | None, il: int, ctx: Context) -> float:
     """||O - O_hat|| / ||O|| of one layer with K quantized by v_k and V by v_v (None: exact)."""
-    T = layer.q.shape[0]
-    mask = np.triu(np.full((T, T), -np.inf), 1)
     q, k, v = (a.astype(np.float64) for a in (layer.q, layer.k, layer.v))
-    exact = attention(q, k, v, mask)
     kh = np.stack([roundtrip(v_k, "k", k[:, h], il, h, ctx) for h in range(k.shape[1])], 1) if v_k else k
     vh = np.stack([roundtrip(v_v, "v", v[:, h], il, h, ctx) for h in range(v.shape[1])], 1) if v_v else v
-    approx = attention(q, kh, vh, mask)
-    return float(np.linalg.norm(approx - exact) / np.linalg.norm(exact))
+    approx = attention(q, kh, vh, causal_mask(q.shape[0]))
+    return float(np.linalg.norm(approx - layer.exact) / np.linalg.norm(layer.exact))
 
 
 def errors(layers: list[LayerKV], v_k: Variant | None, v_v: Variant | None, ctx: Context) -> np.ndarray:

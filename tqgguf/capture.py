@@ -9,6 +9,7 @@ come from the weights and real words, which is what the ablations need.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,15 @@ class LayerKV:
     q: np.ndarray  # [T, n_head, d], after RoPE
     k: np.ndarray  # [T, n_head_kv, d], after RoPE (what the cache stores)
     v: np.ndarray  # [T, n_head_kv, d]
+
+    @functools.cached_property
+    def exact(self) -> np.ndarray:
+        """The layer's attention output from the unquantized rows: what every variant is held to."""
+        return attention(*(a.astype(np.float64) for a in (self.q, self.k, self.v)), causal_mask(self.q.shape[0]))
+
+
+def causal_mask(t: int) -> np.ndarray:
+    return np.triu(np.full((t, t), -np.inf), 1)
 
 
 def _field(r, key):
@@ -88,10 +98,11 @@ def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[
         return a.reshape(int(t.shape[1]), int(t.shape[0])) if len(t.shape) > 1 else a.ravel()
 
     ids = tokenize_greedy(vocab, text, n_tokens)
-    x = w("token_embd.weight")[ids].astype(np.float64)
+    embd = w("token_embd.weight")
+    x = embd[ids].astype(np.float64)
     T = len(ids)
     d = x.shape[1] // n_head
-    mask = np.triu(np.full((T, T), -np.inf), 1)
+    mask = causal_mask(T)
     norm = lambda h, g: h / np.sqrt((h * h).mean(-1, keepdims=True) + eps) * g
     layers = []
     for il in range(n_layer):
@@ -107,21 +118,20 @@ def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[
         h = norm(x, w(p + "ffn_norm.weight").ravel())
         g, u = h @ w(p + "ffn_gate.weight").T, h @ w(p + "ffn_up.weight").T
         x = x + (g / (1 + np.exp(-g)) * u) @ w(p + "ffn_down.weight").T
-    out_w = w("output.weight") if "output.weight" in tensors else w("token_embd.weight")  # tied embeddings
+    out_w = w("output.weight") if "output.weight" in tensors else embd  # tied embeddings
     logits = norm(x, w("output_norm.weight").ravel()) @ out_w.T
     top1 = float(np.mean(logits[:-1].argmax(1) == np.asarray(ids[1:])))
     return ids, layers, top1
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray, scores_of=None) -> np.ndarray:
-    """Causal softmax attention, [T, n_head, d] out; query head h reads KV head h // (n_head / n_kv).
-    ``scores_of(h_kv, q_rows)`` can replace q . k for one KV head (an inner-product estimator)."""
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Causal softmax attention, [T, n_head, d] out; query head h reads KV head h // (n_head / n_kv)."""
     T, n_head, d = q.shape
     r = n_head // k.shape[1]
     out = np.empty((T, n_head, v.shape[2]))
     for h in range(n_head):
         hk = h // r
-        s = scores_of(hk, q[:, h]) if scores_of else q[:, h] @ k[:, hk].T
+        s = q[:, h] @ k[:, hk].T
         s = s / np.sqrt(d) + mask
         s = np.exp(s - s.max(1, keepdims=True))
         out[:, h] = (s / s.sum(1, keepdims=True)) @ v[:, hk]
