@@ -105,18 +105,6 @@ template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y,
 TQ_INSTANTIATE_CONVERT(GGML_TYPE_TQ2_5)
 TQ_INSTANTIATE_CONVERT(GGML_TYPE_TQ3_5)
 
-void ggml_cuda_tq_to_fp16_nc(ggml_type type, const void * x, half * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
-                             int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream) {
-    (type == GGML_TYPE_TQ2_5 ? ggml_cuda_tq_to_fp16_nc_t<GGML_TYPE_TQ2_5> : ggml_cuda_tq_to_fp16_nc_t<GGML_TYPE_TQ3_5>)(
-        x, y, ne00, ne01, ne02, ne03, s01, s02, s03, stream);
-}
-
-void ggml_cuda_tq_to_fp32_nc(ggml_type type, const void * x, float * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
-                             int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream) {
-    (type == GGML_TYPE_TQ2_5 ? ggml_cuda_tq_to_fp32_nc_t<GGML_TYPE_TQ2_5> : ggml_cuda_tq_to_fp32_nc_t<GGML_TYPE_TQ3_5>)(
-        x, y, ne00, ne01, ne02, ne03, s01, s02, s03, stream);
-}
-
 // ---- GET_ROWS ------------------------------------------------------------------------
 
 // dst row (i10, i11, i12) = src0 row (idx[i10, i11, i12], i11, i12); one thread per quarter block.

@@ -17,10 +17,6 @@ void ggml_cuda_tq_cpy(ggml_backend_cuda_context & ctx, const ggml_tensor * src0,
 void ggml_cuda_tq_get_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst);
 
 // Dequantizers in convert.cuh's shapes (s01..s03 in blocks, dst contiguous).
-void ggml_cuda_tq_to_fp16_nc(ggml_type type, const void * x, half * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
-                             int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream);
-void ggml_cuda_tq_to_fp32_nc(ggml_type type, const void * x, float * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
-                             int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream);
 template <ggml_type T> void ggml_cuda_tq_to_fp16(const void * x, half * y, int64_t k, cudaStream_t stream);
 template <ggml_type T> void ggml_cuda_tq_to_fp32(const void * x, float * y, int64_t k, cudaStream_t stream);
 template <ggml_type T> void ggml_cuda_tq_to_fp16_nc_t(const void * x, half * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
