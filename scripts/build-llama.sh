@@ -33,7 +33,7 @@ log() { echo "build-llama.sh: $*" >&2; }
 cache=${TQGGUF_CACHE:-$HOME/.cache/tqgguf}
 SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 UPSTREAM=0c1e570
-TARGETS="llama-cli llama-server llama-perplexity llama-bench llama-passkey test-backend-ops test-tq-ops test-save-load-state ggml-rpc-server"
+TARGETS="llama-cli llama-server llama-perplexity llama-bench llama-passkey llama-quantize test-backend-ops test-tq-ops test-save-load-state ggml-rpc-server"
 
 key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targets=$TARGETS";
          cd "$root"; cat patches/series; for p in $(cat patches/series); do cat "patches/$p"; done;

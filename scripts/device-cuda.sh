@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # On the GPU machine: build the patched llama.cpp with CUDA, then test it and/or time it.
 #
-#   scripts/device-cuda.sh test    test-backend-ops (TQ ops and every FA case, CUDA vs CPU), compute-sanitizer
-#   scripts/device-cuda.sh bench   tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
+#   scripts/device-cuda.sh test     test-backend-ops (TQ ops and every FA case, CUDA vs CPU), compute-sanitizer
+#   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K per cache type
+#   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs
+#   scripts/device-cuda.sh bench    tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
+#   scripts/device-cuda.sh profile  nsys kernel summary of a short decode at depth 16K (f16 and tq2_5), if nsys exists
 #
 # From this machine (the `device` tool): first `bash scripts/make-device-src.sh`, then run this
 # script with carry [".device"]. The build is cached under ~/.cache/tqgguf like any other, so a
@@ -30,14 +33,57 @@ test)
     # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
     grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
-    # memcheck over the TQ kernels (a subset: the sanitizer is slow)
+    # memcheck over the TQ kernels: every quantize/get-rows case and every decode-kernel case at
+    # KV length 113 (the sanitizer is slow; the 512 cases run the same code on longer loops)
     compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT \
-        -p 'tq2_5.*(hsk=128|ne=\[256)' > "$out/memcheck.log" 2>&1 || true
+        -p '(ROWS|CPY).*tq[23]_5|kv=113,nb=1,.*tq[23]_5' > "$out/memcheck.log" 2>&1 || true
     grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck.log" | tail -5 || true
     if [ "${TQ_ALL_FA:-0}" = 1 ]; then # every upstream FA case too (minutes)
         "$bin/test-backend-ops" -b CUDA0 -o FLASH_ATTN_EXT -j 8 > "$out/tbo-fa.log" 2>&1 || true
         grep -a -E "FAIL|tests passed" "$out/tbo-fa.log" | tail -8 || true
     fi
+    ;;
+perf)
+    # the decode attention op alone (Llama-3-8B's shape), every cache type in one run
+    "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT,MUL_MAT -p 'nh=8,nr23=\[4,1\],kv=(16384|65536)|m=128,n=1,k=128,bs=\[8,1\],nr=\[4,1\]' \
+        > "$out/perf.log" 2>&1 || true
+    grep -a -E "FLASH_ATTN_EXT|MUL_MAT" "$out/perf.log" | grep -a "us/run" | sed -E 's/ +/ /g' || tail -20 "$out/perf.log"
+    ;;
+ppl)
+    # a real model (make-device-src.sh: SmolLM2-135M, first 14 layers, Q4_0): f16-cache logits on one
+    # GPU as the base, then tq2_5 on the CPU, on one GPU, and split by layer over every GPU
+    model=$root/.device/smollm2-14l.gguf text=$root/.device/text.txt
+    [ -f "$model" ] || { echo "device-cuda.sh: no $model (run scripts/make-device-src.sh)" >&2; exit 1; }
+    common=(-m "$model" -f "$text" -c 512 --chunks 40 -fa on -b 512)
+    ngpu=$(nvidia-smi -L | wc -l)
+    CUDA_VISIBLE_DEVICES=0 "$bin/llama-perplexity" "${common[@]}" -ngl 99 --kl-divergence-base "$out/base.kld" > "$out/ppl-base.log" 2>&1
+    run() { local name=$1; shift; "$bin/llama-perplexity" "${common[@]}" --kl-divergence-base "$out/base.kld" --kl-divergence "$@" > "$out/ppl-$name.log" 2>&1 || echo "$name failed"; }
+    for t in tq2_5 tq3_5; do
+        run "$t-cpu" -ctk $t -ctv $t -ngl 0 -dev none -t "$(nproc)"
+        CUDA_VISIBLE_DEVICES=0 run "$t-gpu" -ctk $t -ctv $t -ngl 99
+        [ "$ngpu" -gt 1 ] && run "$t-gpu-sm-layer" -ctk $t -ctv $t -ngl 99 -sm layer
+    done
+    for f in "$out"/ppl-*.log; do
+        printf '%-28s %s | %s\n' "$(basename "$f" .log)" "$(grep -a -m1 -E '^Mean PPL|Final estimate' "$f" | tr -s ' ')" \
+            "$(grep -a -m1 -E '^Mean +KLD' "$f" | tr -s ' ')"
+    done
+    ;;
+profile)
+    command -v nsys > /dev/null || { echo "no nsys on this machine"; exit 0; }
+    model=/tmp/llama3-8b-shape.gguf.tq
+    [ -f "$model" ] || { echo "run the bench step first (it makes $model)"; exit 1; }
+    for t in f16 tq2_5; do
+        nsys profile -q -t cuda -o "$out/prof-$t" -f true "$bin/llama-bench" -m "$model" -ngl 99 -fa 1 -p 0 -n 32 -d 16384 \
+            -ctk $t -ctv $t -r 1 > /dev/null 2>&1 || { echo "nsys failed"; continue; }
+        nsys stats -q --report cuda_gpu_kern_sum --format csv "$out/prof-$t.nsys-rep" > "$out/prof-$t.csv" 2>/dev/null || true
+        echo "== $t: top kernels (total ns, instances, name)"
+        python3 -c "
+import csv, sys
+rows = list(csv.DictReader(open('$out/prof-$t.csv')))
+for r in rows[:14]:
+    print(r.get('Total Time (ns)'), r.get('Instances'), r.get('Name', '')[:110])"
+        rm -f "$out/prof-$t.nsys-rep" "$out"/prof-$t.sqlite
+    done
     ;;
 bench)
     model=/tmp/llama3-8b-shape.gguf

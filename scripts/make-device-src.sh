@@ -15,4 +15,14 @@ for b in virtgpu cann openvino webgpu et metal hexagon sycl vulkan opencl zdnn z
 mkdir -p "$root/.device"
 tar -czf "$root/.device/llama-src.tar.gz.part" llama.cpp
 mv "$root/.device/llama-src.tar.gz.part" "$root/.device/llama-src.tar.gz"
-echo "$root/.device/llama-src.tar.gz"
+
+# A real model small enough to travel (the GPU-vs-CPU perplexity check of device-cuda.sh ppl):
+# SmolLM2-135M with its first 14 of 30 layers, requantized to Q4_0 (~46 MB), and a text.
+bin=$(bash "$root/scripts/build-llama.sh")/bin
+model=$("$root/.venv/bin/python" -c 'from tqgguf import assets; print(assets.default_model())')
+"$bin/llama-quantize" --allow-requantize --token-embedding-type q4_0 --prune-layers "$(seq -s, 14 29)" \
+    "$model" "$tmp/smollm2-14l.gguf" Q4_0 2 > "$tmp/quantize.log" 2>&1 || { tail -5 "$tmp/quantize.log" >&2; exit 1; }
+"$root/.venv/bin/python" -m tqgguf.cli prepare "$tmp/smollm2-14l.gguf" -o "$root/.device/smollm2-14l.gguf" -q
+text=$("$root/.venv/bin/python" -c 'from tqgguf import assets; print(assets.eval_text())')
+head -c 200000 "$text" > "$root/.device/text.txt"
+ls -la "$root/.device"

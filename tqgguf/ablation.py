@@ -73,9 +73,12 @@ def _plain_rotation(v: Variant, d: int, seed: int) -> np.ndarray:
     return rotation.haar(d, seed)
 
 
-def roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Context) -> np.ndarray:
-    """Reconstructed rows [T, d] of one KV head."""
-    mu = rows.mean(0, keepdims=True) if v.center else 0.0
+def roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Context,
+              mu: np.ndarray | None = None) -> np.ndarray:
+    """Reconstructed rows [T, d] of one KV head. ``mu``: the center to subtract first (the model's
+    turboquant.k.center row); else, with ``v.center``, these rows' own mean."""
+    if mu is None:
+        mu = rows.mean(0, keepdims=True) if v.center else 0.0
     x = rows - mu
     if v.kind in blocks.TYPES:
         out = _tq_roundtrip(v, kind, x, il, h, ctx)

@@ -10,7 +10,7 @@ come from the weights and real words, which is what the ablations need.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -72,56 +72,98 @@ def _rope(x: np.ndarray, base: float, neox: bool = False) -> np.ndarray:
     return out
 
 
-def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[LayerKV], float]:
-    """Token ids and per-layer Q/K/V of the first ``n_tokens`` tokens of ``text``, and the share of
-    next tokens the model predicts (top-1): the check that this forward pass is the model's."""
+@dataclass
+class Model:
+    """A llama/qwen2 GGUF's shape and weights (dequantized to f32 on first use, then kept)."""
+    reader: object
+    arch: str
+    n_layer: int
+    n_head: int
+    n_kv: int
+    eps: float
+    base: float
+    vocab: list[str]
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def neox(self) -> bool:
+        return self.arch == "qwen2"
+
+    def has(self, name: str) -> bool:
+        return any(t.name == name for t in self.reader.tensors)
+
+    def w(self, name: str) -> np.ndarray:
+        if name not in self.cache:
+            from gguf.quants import dequantize
+
+            t = next(t for t in self.reader.tensors if t.name == name)
+            a = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+            self.cache[name] = a.reshape(int(t.shape[1]), int(t.shape[0])) if len(t.shape) > 1 else a.ravel()
+        return self.cache[name]
+
+
+def load(path: str) -> Model:
     import gguf
-    from gguf.quants import dequantize
 
     r = gguf.GGUFReader(path)
     arch = _str(r, "general.architecture")
     if arch not in ("llama", "qwen2"):
         raise ValueError(f"capture supports the llama and qwen2 architectures, not {arch}")
-    neox = arch == "qwen2"
-    n_layer = int(_field(r, f"{arch}.block_count")[0])
-    n_head = int(_field(r, f"{arch}.attention.head_count")[0])
-    n_kv = int(_field(r, f"{arch}.attention.head_count_kv")[0])
-    eps = float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")[0])
-    base = float(_field(r, f"{arch}.rope.freq_base")[0]) if f"{arch}.rope.freq_base" in r.fields else 10000.0
     vocab_field = r.fields["tokenizer.ggml.tokens"]
-    vocab = [bytes(vocab_field.parts[i]).decode(errors="replace") for i in vocab_field.data]
-    tensors = {t.name: t for t in r.tensors}
+    return Model(r, arch,
+                 n_layer=int(_field(r, f"{arch}.block_count")[0]),
+                 n_head=int(_field(r, f"{arch}.attention.head_count")[0]),
+                 n_kv=int(_field(r, f"{arch}.attention.head_count_kv")[0]),
+                 eps=float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")[0]),
+                 base=float(_field(r, f"{arch}.rope.freq_base")[0]) if f"{arch}.rope.freq_base" in r.fields else 10000.0,
+                 vocab=[bytes(vocab_field.parts[i]).decode(errors="replace") for i in vocab_field.data])
 
-    def w(name):
-        t = tensors[name]
-        a = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-        return a.reshape(int(t.shape[1]), int(t.shape[0])) if len(t.shape) > 1 else a.ravel()
 
-    ids = tokenize_greedy(vocab, text, n_tokens)
-    embd = w("token_embd.weight")
-    x = embd[ids].astype(np.float64)
+def forward(m: Model, ids: list[int], attend=None, dtype=np.float64) -> np.ndarray:
+    """Logits [T, n_vocab] of the token ids. ``attend(il, q, k, v)`` computes a layer's attention
+    output from its Q, K (after RoPE) and V, [T, heads, d] each: hook it to read or quantize K/V
+    (default: exact causal attention)."""
+    x = m.w("token_embd.weight")[ids].astype(dtype)
     T = len(ids)
-    d = x.shape[1] // n_head
+    d = x.shape[1] // m.n_head
     mask = causal_mask(T)
-    norm = lambda h, g: h / np.sqrt((h * h).mean(-1, keepdims=True) + eps) * g
-    layers = []
-    for il in range(n_layer):
+    attend = attend or (lambda il, q, k, v: attention(q, k, v, mask))
+    norm = lambda h, g: h / np.sqrt((h * h).mean(-1, keepdims=True) + m.eps) * g
+    for il in range(m.n_layer):
         p = f"blk.{il}."
-        h = norm(x, w(p + "attn_norm.weight").ravel())
-        proj = lambda n: h @ w(p + f"attn_{n}.weight").T + (w(p + f"attn_{n}.bias") if p + f"attn_{n}.bias" in tensors else 0.0)
-        q = _rope(proj("q").reshape(T, n_head, d), base, neox)
-        k = _rope(proj("k").reshape(T, n_kv, d), base, neox)
-        v = proj("v").reshape(T, n_kv, d)
+        h = norm(x, m.w(p + "attn_norm.weight"))
+        proj = lambda n: h @ m.w(p + f"attn_{n}.weight").T + (m.w(p + f"attn_{n}.bias") if m.has(p + f"attn_{n}.bias") else 0.0)
+        q = _rope(proj("q").reshape(T, m.n_head, d), m.base, m.neox)
+        k = _rope(proj("k").reshape(T, m.n_kv, d), m.base, m.neox)
+        v = proj("v").reshape(T, m.n_kv, d)
+        att = attend(il, q, k, v).astype(dtype)
+        x = x + att.reshape(T, -1) @ m.w(p + "attn_output.weight").T
+        h = norm(x, m.w(p + "ffn_norm.weight"))
+        g, u = h @ m.w(p + "ffn_gate.weight").T, h @ m.w(p + "ffn_up.weight").T
+        x = x + (g / (1 + np.exp(-g)) * u) @ m.w(p + "ffn_down.weight").T
+    out_w = m.w("output.weight") if m.has("output.weight") else m.w("token_embd.weight")  # tied embeddings
+    return norm(x, m.w("output_norm.weight")) @ out_w.T
+
+
+def top1(logits: np.ndarray, ids: list[int]) -> float:
+    """Share of next tokens the logits predict: the check that this forward pass is the model's."""
+    return float(np.mean(logits[:-1].argmax(1) == np.asarray(ids[1:])))
+
+
+def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[LayerKV], float]:
+    """Token ids and per-layer Q/K/V of the first ``n_tokens`` tokens of ``text``, and the share of
+    next tokens the model predicts (top-1)."""
+    m = load(path)
+    ids = tokenize_greedy(m.vocab, text, n_tokens)
+    mask = causal_mask(len(ids))
+    layers = []
+
+    def attend(il, q, k, v):
         layers.append(LayerKV(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)))
-        att = attention(q, k, v, mask)
-        x = x + att.reshape(T, -1) @ w(p + "attn_output.weight").T
-        h = norm(x, w(p + "ffn_norm.weight").ravel())
-        g, u = h @ w(p + "ffn_gate.weight").T, h @ w(p + "ffn_up.weight").T
-        x = x + (g / (1 + np.exp(-g)) * u) @ w(p + "ffn_down.weight").T
-    out_w = w("output.weight") if "output.weight" in tensors else embd  # tied embeddings
-    logits = norm(x, w("output_norm.weight").ravel()) @ out_w.T
-    top1 = float(np.mean(logits[:-1].argmax(1) == np.asarray(ids[1:])))
-    return ids, layers, top1
+        return attention(q, k, v, mask)
+
+    logits = forward(m, ids, attend)
+    return ids, layers, top1(logits, ids)
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:

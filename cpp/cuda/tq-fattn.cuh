@@ -6,12 +6,13 @@
 // are all (query token, query head) pairs that read that KV head: each K and V row is read
 // from memory and decoded once per block, then used by every column.
 //
-//   grid  (n_head_kv, n_splits, n_seq)   block 128 threads = 4 warps
-//   K phase: thread t scores key t of a 128-key tile against all columns (Q in shared memory)
-//   softmax: online, per column, one warp per column
-//   V phase: warp w takes every 4th key of the tile, lane l the dims [l*D/32, (l+1)*D/32)
-// Each block writes unnormalized partial outputs and (max, sum) per column; a second kernel
-// merges the splits.
+//   grid  (n_head_kv, n_splits, n_seq)   block 128 threads = 4 warps, each on its own 32-key tiles
+//   K phase: lane l scores key l of the warp's tile against all columns (Q in shared memory)
+//   softmax: online, per warp and column, across the lanes with shuffles
+//   V phase: the warp walks the tile's keys; a lane decodes D/32 values of each row (a "unit"
+//            whose codes share plane bytes) and accumulates them for every column
+// Each block merges its warps and writes unnormalized partial outputs and (max, sum) per
+// column; a second kernel merges the splits.
 #pragma once
 
 #include "tq-cuda.cuh"
@@ -41,38 +42,65 @@ int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits
 // The kernels themselves are compiled only in the instance files tq-fattn-k-*.cu.
 #ifdef TQ_FA_DEFINE_KERNELS
 
-// ---- readers: K phase gets 64 values of a row at once, V phase a lane's D/32 values ----------
+// ---- K phase: one lane scores one key against every column --------------------------------
+// Q sits in shared memory transposed, Qt[d][NC] (columns fastest): one vector load serves all
+// columns of a dimension. TQ blocks are scored per group (sum of codebook value x Q) and the
+// group scale is applied once per group.
 
-template <ggml_type T> struct tq_fa_reader {
-    static constexpr int bytes = tq_layout<T>::bytes;
-    static __device__ __forceinline__ void block64(const char * row, int b, const float (*lut)[16], float * out) {
-        tq_block_values<T>((const uint8_t *) row + b * bytes, lut, out);
+template <int NC>
+static __device__ __forceinline__ void tq_fma_cols(float (&s)[NC], const float * qt, const float x) {
+    if constexpr (NC % 4 == 0) {
+#pragma unroll
+        for (int c = 0; c < NC; c += 4) {
+            const float4 q = *(const float4 *) (qt + c);
+            s[c] = fmaf(x, q.x, s[c]); s[c + 1] = fmaf(x, q.y, s[c + 1]);
+            s[c + 2] = fmaf(x, q.z, s[c + 2]); s[c + 3] = fmaf(x, q.w, s[c + 3]);
+        }
+    } else {
+        static_assert(NC == 2, "2, 4 or 8 columns");
+        const float2 q = *(const float2 *) qt;
+        s[0] = fmaf(x, q.x, s[0]); s[1] = fmaf(x, q.y, s[1]);
     }
-    template <int n> struct dims {
-        tq_slot s[n];
-        int off, hi;
-        __device__ __forceinline__ void init(int d0) {
-            off = (d0 / TQ_BLOCK) * bytes;
+}
+
+template <ggml_type T> struct tq_fa_k {
+    // s[c] += (the 64 values of block b of `row`) . Qt[b*64 .. b*64+63][c]
+    template <int NC>
+    static __device__ __forceinline__ void dot(const char * row, int b, const float (*lut)[16], const float * qt, float (&s)[NC]) {
+        using L = tq_layout<T>;
+        constexpr int nw = L::bytes / 2;
+        uint16_t w[nw];
+        const uint16_t * p = (const uint16_t *) (row + b * L::bytes);
 #pragma unroll
-            for (int v = 0; v < n; ++v) {
-                s[v] = tq_slot_of<T>(d0 % TQ_BLOCK + v);
-            }
-            hi = s[0].hi; // n divides 16: a lane's dims lie in one group
+        for (int i = 0; i < nw; ++i) {
+            w[i] = p[i];
         }
-        __device__ __forceinline__ void read(const char * row, const float (*lut)[16], float * out) const {
-            const uint8_t * blk = (const uint8_t *) row + off;
-            const float d = tq_scale_at(blk, hi);
-            const float * c = lut[hi ? 0 : 1];
+        float sh[NC], sl[NC];
 #pragma unroll
-            for (int v = 0; v < n; ++v) {
-                out[v] = d * c[tq_code_at(blk, s[v])];
-            }
+        for (int c = 0; c < NC; ++c) {
+            sh[c] = 0.0f;
+            sl[c] = 0.0f;
         }
-    };
+#pragma unroll
+        for (int slot = 0; slot < TQ_BLOCK; ++slot) {
+            const tq_slot q = tq_slot_of<T>(slot);
+            int code = (w[q.a_off >> 1] >> (8 * (q.a_off & 1) + q.a_shift)) & q.a_mask;
+            if (q.b_off >= 0) {
+                code |= ((w[q.b_off >> 1] >> (8 * (q.b_off & 1) + q.b_shift)) & 1) << 2;
+            }
+            tq_fma_cols<NC>(q.hi ? sh : sl, qt + (b * TQ_BLOCK + slot) * NC, lut[q.hi ? 0 : 1][code]);
+        }
+        const float d_hi = __half2float(__ushort_as_half(w[0])), d_lo = __half2float(__ushort_as_half(w[1]));
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            s[c] += d_hi * sh[c] + d_lo * sl[c];
+        }
+    }
 };
 
-template <> struct tq_fa_reader<GGML_TYPE_F16> {
-    static __device__ __forceinline__ void block64(const char * row, int b, const float (*)[16], float * out) {
+template <> struct tq_fa_k<GGML_TYPE_F16> {
+    template <int NC>
+    static __device__ __forceinline__ void dot(const char * row, int b, const float (*)[16], const float * qt, float (&s)[NC]) {
         const float4 * p = (const float4 *) (row + b * TQ_BLOCK * 2);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -81,62 +109,151 @@ template <> struct tq_fa_reader<GGML_TYPE_F16> {
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const float2 f = __half22float2(h[k]);
-                out[8 * i + 2 * k] = f.x;
-                out[8 * i + 2 * k + 1] = f.y;
+                tq_fma_cols<NC>(s, qt + (b * TQ_BLOCK + 8 * i + 2 * k) * NC, f.x);
+                tq_fma_cols<NC>(s, qt + (b * TQ_BLOCK + 8 * i + 2 * k + 1) * NC, f.y);
             }
         }
     }
-    template <int n> struct dims {
-        int off;
-        __device__ __forceinline__ void init(int d0) { off = d0 * 2; }
-        __device__ __forceinline__ void read(const char * row, const float (*)[16], float * out) const {
-            const half2 * h = (const half2 *) (row + off);
-#pragma unroll
-            for (int v = 0; v < n / 2; ++v) {
-                const float2 f = __half22float2(h[v]);
-                out[2 * v] = f.x;
-                out[2 * v + 1] = f.y;
-            }
-        }
-    };
 };
 
-template <> struct tq_fa_reader<GGML_TYPE_Q8_0> {
-    static __device__ __forceinline__ void block64(const char * row, int b, const float (*)[16], float * out) {
+template <> struct tq_fa_k<GGML_TYPE_Q8_0> {
+    template <int NC>
+    static __device__ __forceinline__ void dot(const char * row, int b, const float (*)[16], const float * qt, float (&s)[NC]) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const block_q8_0 * q = (const block_q8_0 *) row + 2 * b + h;
-            const float d = __half2float(q->d);
+            float part[NC];
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                part[c] = 0.0f;
+            }
 #pragma unroll
             for (int i = 0; i < QK8_0; ++i) {
-                out[QK8_0 * h + i] = d * q->qs[i];
+                tq_fma_cols<NC>(part, qt + (b * TQ_BLOCK + QK8_0 * h + i) * NC, (float) q->qs[i]);
+            }
+            const float d = __half2float(q->d);
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                s[c] += d * part[c];
             }
         }
     }
-    template <int n> struct dims {
-        int blk, idx;
-        __device__ __forceinline__ void init(int d0) { blk = d0 / QK8_0; idx = d0 % QK8_0; }
-        __device__ __forceinline__ void read(const char * row, const float (*)[16], float * out) const {
-            const block_q8_0 * q = (const block_q8_0 *) row + blk;
-            const float d = __half2float(q->d);
-#pragma unroll
-            for (int v = 0; v < n; ++v) {
-                out[v] = d * q->qs[idx + v];
-            }
-        }
-    };
 };
 
+// ---- V phase: a lane decodes a "unit" of 4 values of a row --------------------------------
+// Unit u (0..15) of a block takes the 4 slots whose codes share plane bytes (docs/format.md):
+// rest-group unit u < 12 the slots 16 + u + 12k, outlier-group unit 12 + j the slots j + 4k
+// (k = 0..3). So a lane reads a scale and two bytes per row, and no lane's codes straddle.
 
+static __host__ __device__ __forceinline__ int tq_unit_slot(int u, int k) {
+    return u < 12 ? TQ_HI + u + 12 * k : (u - 12) + 4 * k;
+}
+
+template <ggml_type T> struct tq_fa_v {
+    int off, so, a0, a1, bs, hi;
+    __device__ __forceinline__ void init(int unit) {
+        using L = tq_layout<T>;
+        const int u = unit % 16, j = u - 12;
+        off = (unit / 16) * L::bytes;
+        hi = u >= 12;
+        so = hi ? 0 : 2;
+        if constexpr (T == GGML_TYPE_TQ2_5) {
+            // rest: 2-bit codes in byte lo_a + u; outliers: 2-bit plane byte hi_a + j, bit 2 of
+            // slot j + 4k in byte hi_b + j % 2 at bit j / 2 + 2k
+            a0 = hi ? L::hi_a + j : L::lo_a + u;
+            a1 = hi ? L::hi_b + (j & 1) : L::lo_a + u;
+            bs = hi ? (j >> 1) : 0;
+        } else {
+            // outliers: nibbles of bytes hi_a + j (slots j, j + 8) and hi_a + 4 + j (j + 4, j + 12);
+            // rest: 2-bit plane byte lo_a + u, bit 2 in byte lo_b + u % 6 at bit u / 6 + 2k
+            a0 = hi ? L::hi_a + j : L::lo_a + u;
+            a1 = hi ? L::hi_a + 4 + j : L::lo_b + u % 6;
+            bs = hi ? 0 : u / 6;
+        }
+    }
+    __device__ __forceinline__ void read(const char * row, const float (*lut)[16], float * x) const {
+        const uint8_t * blk = (const uint8_t *) row + off;
+        const float d = __half2float(__ushort_as_half(*(const uint16_t *) (blk + so)));
+        const int A = blk[a0], B = blk[a1];
+        const float * c = lut[hi ? 0 : 1];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            int code;
+            if constexpr (T == GGML_TYPE_TQ2_5) {
+                code = ((A >> (2 * k)) & 3) | (hi ? ((B >> (bs + 2 * k)) & 1) << 2 : 0);
+            } else {
+                code = hi ? ((((k & 1) ? B : A) >> (4 * (k >> 1))) & 15)
+                          : (((A >> (2 * k)) & 3) | (((B >> (bs + 2 * k)) & 1) << 2));
+            }
+            x[k] = d * c[code];
+        }
+    }
+};
+
+template <> struct tq_fa_v<GGML_TYPE_F16> {
+    int dim[4];
+    __device__ __forceinline__ void init(int unit) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            dim[k] = (unit / 16) * TQ_BLOCK + tq_unit_slot(unit % 16, k);
+        }
+    }
+    __device__ __forceinline__ void read(const char * row, const float (*)[16], float * x) const {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            x[k] = __half2float(((const half *) row)[dim[k]]);
+        }
+    }
+};
+
+template <> struct tq_fa_v<GGML_TYPE_Q8_0> {
+    int dim[4];
+    __device__ __forceinline__ void init(int unit) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            dim[k] = (unit / 16) * TQ_BLOCK + tq_unit_slot(unit % 16, k);
+        }
+    }
+    __device__ __forceinline__ void read(const char * row, const float (*)[16], float * x) const {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const block_q8_0 * q = (const block_q8_0 *) row + dim[k] / QK8_0;
+            x[k] = __half2float(q->d) * q->qs[dim[k] % QK8_0];
+        }
+    }
+};
+
+static __device__ __forceinline__ float tq_warp_max(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, o));
+    }
+    return x;
+}
+
+static __device__ __forceinline__ float tq_warp_add(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        x += __shfl_xor_sync(0xffffffff, x, o);
+    }
+    return x;
+}
+
+// Warps work on their own 32-key tiles with their own online softmax (no block-wide barrier
+// in the loop, so one warp's loads overlap another's arithmetic); the block merges its four
+// warps at the end.
 template <int D, ggml_type TK, ggml_type TV, int NC>
-__launch_bounds__(TQ_FA_THREADS, 2)
+__launch_bounds__(TQ_FA_THREADS, D * NC >= 1024 ? 2 : 4)
 static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
-    constexpr int VPT = D / 32;
-    __shared__ float Qs[NC][D];
-    __shared__ float S[NC][TQ_FA_TILE];
+    constexpr int UNITS = D / 4;                          // 4 values each
+    constexpr int UPL   = UNITS >= 32 ? UNITS / 32 : 1;   // units per lane
+    constexpr int KPS   = UNITS >= 32 ? 1 : 32 / UNITS;   // keys per V step (head 64: lanes 16..31 take odd keys)
+    constexpr int VPL   = 4 * UPL;
+    __shared__ __align__(16) float Qt[D * NC];
     __shared__ float lut_k[2][16], lut_v[2][16];
-    __shared__ float M_s[NC], L_s[NC], alpha_s[NC];
-    __shared__ float comb[TQ_FA_WARPS][NC][D];
+    __shared__ __align__(16) float P[TQ_FA_WARPS][32 * NC];
+    __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
+    __shared__ float Ow[TQ_FA_WARPS][NC][D];
 
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int hkv = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
@@ -153,158 +270,156 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
             const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
             q = ((const float *) (p.Q + seq * p.nbq3 + head * p.nbq2 + j * p.nbq1))[d];
         }
-        Qs[c][d] = q;
-    }
-    if (tid < NC) {
-        M_s[tid] = -INFINITY;
-        L_s[tid] = 0.0f;
+        Qt[d * NC + c] = q;
     }
 
     const char * K = p.K + (seq % p.k_ne3) * p.nbk3 + hkv * p.nbk2;
     const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
     const half * mask = p.mask ? (const half *) (p.mask + (seq % p.mask_ne3) * p.nbm3) : nullptr;
 
-    float acc[NC][VPT];
+    tq_fa_v<TV> vr[UPL];
+#pragma unroll
+    for (int u = 0; u < UPL; ++u) {
+        vr[u].init(KPS > 1 ? lane % UNITS : lane + 32 * u);
+    }
+    const int koff = KPS > 1 ? lane / UNITS : 0;
+
+    float M[NC], L[NC], acc[NC][VPL];
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
+        M[c] = -INFINITY;
+        L[c] = 0.0f;
 #pragma unroll
-        for (int v = 0; v < VPT; ++v) {
+        for (int v = 0; v < VPL; ++v) {
             acc[c][v] = 0.0f;
         }
     }
-    typename tq_fa_reader<TV>::template dims<VPT> vr;
-    vr.init(lane * VPT);
+    float * Pw = P[warp];
 
     const int kv0 = split * p.kv_per_split;
     const int kv1 = min(p.n_kv, kv0 + p.kv_per_split);
     __syncthreads();
 
-    for (int t0 = kv0; t0 < kv1; t0 += TQ_FA_TILE) {
-        const int nt = min(TQ_FA_TILE, kv1 - t0);
-
-        // K phase: scores of key t0 + tid for every column
-        {
-            float s[NC];
-#pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                s[c] = 0.0f;
-            }
-            const int k = t0 + tid;
-            if (tid < nt) {
-                const char * row = K + (int64_t) k * p.nbk1;
-#pragma unroll
-                for (int b = 0; b < D / TQ_BLOCK; ++b) {
-                    float x[TQ_BLOCK];
-                    tq_fa_reader<TK>::block64(row, b, lut_k, x);
-#pragma unroll
-                    for (int i = 0; i < TQ_BLOCK; ++i) {
-#pragma unroll
-                        for (int c = 0; c < NC; ++c) {
-                            s[c] = fmaf(x[i], Qs[c][b * TQ_BLOCK + i], s[c]);
-                        }
-                    }
-                }
-            }
-#pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                float v = -INFINITY;
-                if (tid < nt && c < p.ncols) {
-                    v = s[c] * p.scale;
-                    if (p.softcap != 0.0f) {
-                        v = p.softcap * tanhf(v);
-                    }
-                    if (mask) {
-                        v += __half2float(mask[(int64_t) (c / p.gqa) * p.nbm1 / 2 + k]);
-                    }
-                }
-                S[c][tid] = v;
-            }
-        }
-        __syncthreads();
-
-        // online softmax: warp w owns columns w, w + 4, ...
-        for (int c = warp; c < NC; c += TQ_FA_WARPS) {
-            float m = -INFINITY;
-#pragma unroll
-            for (int i = lane; i < TQ_FA_TILE; i += 32) {
-                m = fmaxf(m, S[c][i]);
-            }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
-            }
-            const float m_old = M_s[c];
-            const float m_new = fmaxf(m_old, m);
-            float sum = 0.0f;
-#pragma unroll
-            for (int i = lane; i < TQ_FA_TILE; i += 32) {
-                const float e = m_new == -INFINITY ? 0.0f : __expf(S[c][i] - m_new);
-                S[c][i] = e;
-                sum += e;
-            }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                sum += __shfl_xor_sync(0xffffffff, sum, o);
-            }
-            __syncwarp();
-            if (lane == 0) {
-                const float a = m_new == -INFINITY ? 1.0f : __expf(m_old - m_new);
-                alpha_s[c] = a;
-                L_s[c] = L_s[c] * a + sum;
-                M_s[c] = m_new;
-            }
-        }
-        __syncthreads();
-
-        // V phase
+    for (int t0 = kv0 + 32 * warp; t0 < kv1; t0 += 32 * TQ_FA_WARPS) {
+        const int k = t0 + lane;
+        float s[NC];
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const float a = alpha_s[c];
+            s[c] = 0.0f;
+        }
+        if (k < kv1) {
+            const char * row = K + (int64_t) k * p.nbk1;
 #pragma unroll
-            for (int v = 0; v < VPT; ++v) {
-                acc[c][v] *= a;
+            for (int b = 0; b < D / TQ_BLOCK; ++b) {
+                tq_fa_k<TK>::template dot<NC>(row, b, lut_k, Qt, s);
             }
         }
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            float v = -INFINITY;
+            if (k < kv1 && c < p.ncols) {
+                v = s[c] * p.scale;
+                if (p.softcap != 0.0f) {
+                    v = p.softcap * tanhf(v);
+                }
+                if (mask) {
+                    v += __half2float(mask[(int64_t) (c / p.gqa) * p.nbm1 / 2 + k]);
+                }
+            }
+            const float m_new = fmaxf(M[c], tq_warp_max(v));
+            const float e = m_new == -INFINITY ? 0.0f : __expf(v - m_new);
+            const float alpha = m_new == -INFINITY ? 1.0f : __expf(M[c] - m_new);
+            L[c] = L[c] * alpha + tq_warp_add(e);
+            M[c] = m_new;
+#pragma unroll
+            for (int v2 = 0; v2 < VPL; ++v2) {
+                acc[c][v2] *= alpha;
+            }
+            Pw[lane * NC + c] = e;
+        }
+        __syncwarp();
+
+        const int nt = min(32, kv1 - t0);
 #pragma unroll 4
-        for (int i = warp; i < nt; i += TQ_FA_WARPS) {
-            float x[VPT];
-            vr.read(V + (int64_t) (t0 + i) * p.nbv1, lut_v, x);
+        for (int i = koff; i < nt; i += KPS) {
+            const char * row = V + (int64_t) (t0 + i) * p.nbv1;
+            float x[VPL];
+#pragma unroll
+            for (int u = 0; u < UPL; ++u) {
+                vr[u].read(row, lut_v, x + 4 * u);
+            }
+            float w[NC];
 #pragma unroll
             for (int c = 0; c < NC; ++c) {
-                const float w = S[c][i];
+                w[c] = Pw[i * NC + c];
+            }
 #pragma unroll
-                for (int v = 0; v < VPT; ++v) {
-                    acc[c][v] = fmaf(w, x[v], acc[c][v]);
+            for (int c = 0; c < NC; ++c) {
+#pragma unroll
+                for (int v = 0; v < VPL; ++v) {
+                    acc[c][v] = fmaf(w[c], x[v], acc[c][v]);
                 }
             }
         }
-        __syncthreads();
+        __syncwarp();
     }
 
-    // merge the four warps' partial sums and write this split's result
+    // head 64: lanes l and l + 16 hold the same dims for odd and even keys
+    if constexpr (KPS > 1) {
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
+        for (int c = 0; c < NC; ++c) {
 #pragma unroll
-        for (int v = 0; v < VPT; ++v) {
-            comb[warp][c][lane * VPT + v] = acc[c][v];
+            for (int v = 0; v < VPL; ++v) {
+                acc[c][v] += __shfl_xor_sync(0xffffffff, acc[c][v], 16);
+            }
+        }
+    }
+    if (koff == 0) {
+#pragma unroll
+        for (int u = 0; u < UPL; ++u) {
+            const int unit = KPS > 1 ? lane : lane + 32 * u;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int d = (unit / 16) * TQ_BLOCK + tq_unit_slot(unit % 16, k);
+#pragma unroll
+                for (int c = 0; c < NC; ++c) {
+                    Ow[warp][c][d] = acc[c][4 * u + k];
+                }
+            }
+        }
+    }
+    if (lane == 0) { // M and L are the same in every lane of the warp
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            Mw[warp][c] = M[c];
+            Lw[warp][c] = L[c];
         }
     }
     __syncthreads();
+
+    // merge the four warps and write this split's unnormalized result and (max, sum)
     for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
         const int c = i / D, d = i % D;
         if (c >= p.ncols) {
             continue;
         }
-        float o = 0.0f;
+        float m = -INFINITY;
 #pragma unroll
         for (int w = 0; w < TQ_FA_WARPS; ++w) {
-            o += comb[w][c][d];
+            m = fmaxf(m, Mw[w][c]);
+        }
+        float o = 0.0f, l = 0.0f;
+#pragma unroll
+        for (int w = 0; w < TQ_FA_WARPS; ++w) {
+            const float f = Mw[w][c] == -INFINITY ? 0.0f : __expf(Mw[w][c] - m);
+            o += f * Ow[w][c][d];
+            l += f * Lw[w][c];
         }
         const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
         const int64_t r = ((int64_t) seq * p.n_q + j) * p.n_head + head;
         p.part[(r * p.n_splits + split) * D + d] = o;
         if (d == 0) {
-            p.meta[r * p.n_splits + split] = make_float2(M_s[c], L_s[c]);
+            p.meta[r * p.n_splits + split] = make_float2(m, l);
         }
     }
 }
