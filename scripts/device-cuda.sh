@@ -6,6 +6,7 @@
 #   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs
 #   scripts/device-cuda.sh bench    tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
 #   scripts/device-cuda.sh profile  nsys kernel summary of a short decode at depth 16K (f16 and tq2_5), if nsys exists
+#   scripts/device-cuda.sh ncu      Nsight Compute on the tq2_5 decode kernel at 64K (speed of light, occupancy, stalls)
 #
 # From this machine (the `device` tool): first `bash scripts/make-device-src.sh`, then run this
 # script with carry [".device"]. The build is cached under ~/.cache/tqgguf like any other, so a
@@ -58,6 +59,7 @@ ppl)
     ngpu=$(nvidia-smi -L | wc -l)
     CUDA_VISIBLE_DEVICES=0 "$bin/llama-perplexity" "${common[@]}" -ngl 99 --kl-divergence-base "$out/base.kld" > "$out/ppl-base.log" 2>&1
     run() { local name=$1; shift; "$bin/llama-perplexity" "${common[@]}" --kl-divergence-base "$out/base.kld" --kl-divergence "$@" > "$out/ppl-$name.log" 2>&1 || echo "$name failed"; }
+    run f16-cpu -ngl 0 -dev none -t "$(nproc)"   # the CPU backend's own distance from the GPU base
     for t in tq2_5 tq3_5; do
         run "$t-cpu" -ctk $t -ctv $t -ngl 0 -dev none -t "$(nproc)"
         CUDA_VISIBLE_DEVICES=0 run "$t-gpu" -ctk $t -ctv $t -ngl 99
@@ -67,6 +69,14 @@ ppl)
         printf '%-28s %s | %s\n' "$(basename "$f" .log)" "$(grep -a -m1 -E '^Mean PPL|Final estimate' "$f" | tr -s ' ')" \
             "$(grep -a -m1 -E '^Mean +KLD' "$f" | tr -s ' ')"
     done
+    ;;
+ncu)
+    command -v ncu > /dev/null || { echo "no ncu on this machine"; exit 0; }
+    ncu --kernel-name regex:k_tq_fattn_decode --launch-count 1 --section SpeedOfLight --section Occupancy \
+        --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+        "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT -p 'nh=8,nr23=\[4,1\],kv=65536,.*type_K=tq2_5,type_V=tq2_5' \
+        > "$out/ncu.txt" 2>&1 || true
+    grep -a -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Stall|Warp Cycles|Issued Ipc|Executed Ipc|L1/TEX Hit|L2 Hit" "$out/ncu.txt" | head -40
     ;;
 profile)
     command -v nsys > /dev/null || { echo "no nsys on this machine"; exit 0; }
@@ -92,9 +102,11 @@ bench)
 from tqgguf import synth
 synth.write('$model', synth.Shape(n_layer=32, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
                                   n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))"
-        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" -q
+        # K centers from 128 tokens (the weights are random: this only puts the centering's add in the graph)
+        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 -q
     fi
-    python3 -m tqgguf.cli bench "$model.tq" --llama-bin "$bin" --out "$out/bench" -q "$@"
+    # one GPU: the figures are per card
+    CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} python3 -m tqgguf.cli bench "$model.tq" --llama-bin "$bin" --out "$out/bench" -q "$@"
     ;;
 *) echo "device-cuda.sh: unknown step $step" >&2; exit 2 ;;
 esac

@@ -20,7 +20,7 @@ def smollm2() -> Path:
 @pytest.fixture(scope="session")
 def prepared_smollm2(smollm2, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared") / "smollm2.tq.gguf"
-    run_cli("prepare", str(smollm2), "-o", str(out), "-q", check=True)
+    run_cli("prepare", str(smollm2), "-o", str(out), "--no-center-k", "-q", check=True)
     return out
 
 
@@ -32,7 +32,7 @@ def centered_smollm2(smollm2, tmp_path_factory) -> Path:
     calib = d / "calib.txt"
     calib.write_text(assets.eval_text().read_text()[-60000:])
     out = d / "smollm2-center.tq.gguf"
-    run_cli("prepare", str(smollm2), "-o", str(out), "--center-k", str(calib), "-q", check=True)
+    run_cli("prepare", str(smollm2), "-o", str(out), "--calibration", str(calib), "-q", check=True)
     return out
 
 

@@ -39,7 +39,7 @@ def test_prepare_smollm2_copies_every_tensor_and_key(smollm2, prepared_smollm2):
 def test_prepare_is_idempotent_and_leaves_the_input_alone(smollm2, prepared_smollm2, tmp_path):
     sha_in = _sha(smollm2)
     again = tmp_path / "again.gguf"
-    run_cli("prepare", str(prepared_smollm2), "-o", str(again), "-q", check=True)
+    run_cli("prepare", str(prepared_smollm2), "-o", str(again), "--no-center-k", "-q", check=True)
     assert _sha(again) == _sha(prepared_smollm2)
     assert _sha(smollm2) == sha_in
 
@@ -69,6 +69,37 @@ def test_seed_changes_only_seeds(tiny_model, tmp_path):
     ma, mb = metadata.read(read_header(a)), metadata.read(read_header(b))
     assert not np.array_equal(ma.layer_seeds["k"], mb.layer_seeds["k"])
     assert np.array_equal(ma.outliers["k"], mb.outliers["k"])
+
+
+def test_k_centering_is_the_default_and_can_be_turned_off(tiny_model, tmp_path):
+    on, off = tmp_path / "on.gguf", tmp_path / "off.gguf"
+    run_cli("prepare", str(tiny_model), "-o", str(on), "-q", check=True)
+    run_cli("prepare", str(tiny_model), "-o", str(off), "--no-center-k", "-q", check=True)
+    m_on, m_off = metadata.read(read_header(on)), metadata.read(read_header(off))
+    assert m_off.k_center is None
+    shape = synth.Shape()
+    assert m_on.k_center.shape == (shape.n_layer, shape.n_kv_head, shape.head_dim)
+    # the stored centers are the mean K rows of the packaged calibration text
+    want = prepare.k_centers(str(tiny_model), prepare.CALIBRATION_TEXT.read_text())
+    assert np.array_equal(m_on.k_center, want) and np.abs(want).max() > 0
+
+
+def test_k_centering_steps_aside_where_it_cannot_run(tmp_path):
+    # an architecture without a numpy forward pass: a note, data-free metadata, exit 0
+    other = tmp_path / "other.gguf"
+    synth.write(other, synth.Shape(), arch="starcoder2")
+    r = run_cli("prepare", str(other), "-o", str(tmp_path / "o.gguf"), check=True)
+    assert "no K centering" in r.stderr and "starcoder2" in r.stderr
+    assert metadata.read(read_header(tmp_path / "o.gguf")).k_center is None
+
+
+def test_an_asked_for_calibration_that_cannot_run_is_refused(tiny_model, tmp_path):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\x01\x02\x03")  # no token of the vocabulary
+    out = tmp_path / "o.gguf"
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(out), "--calibration", str(calib)),
+                          "--calibration", "tokens")
+    assert not out.exists()
 
 
 # ---- refusals: one line, non-zero exit, nothing written -----------------------------

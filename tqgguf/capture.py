@@ -41,10 +41,12 @@ def _str(r, key) -> str:
 
 
 def tokenize_greedy(tokens: list[str], text: str, n: int) -> list[int]:
-    """Greedy longest match of ``text`` (spaces and newlines as GPT-2's Ġ and Ċ) over ``tokens``."""
+    """Greedy longest match of ``text`` over ``tokens``: spaces and newlines as GPT-2's Ġ and Ċ,
+    or as SentencePiece's ▁ when the vocabulary has no Ġ."""
     table = {t: i for i, t in enumerate(tokens)}
     longest = max(len(t) for t in tokens)
-    s = "".join("Ġ" if ch == " " else "Ċ" if ch == "\n" else ch if 32 < ord(ch) < 127 else "Ġ" for ch in text)
+    space, newline = ("Ġ", "Ċ") if "Ġ" in table else ("▁", "▁")
+    s = "".join(space if ch == " " else newline if ch == "\n" else ch if 32 < ord(ch) < 127 else space for ch in text)
     out, i = [], 0
     while i < len(s) and len(out) < n:
         for j in range(min(len(s), i + longest), i, -1):
@@ -72,9 +74,12 @@ def _rope(x: np.ndarray, base: float, neox: bool = False) -> np.ndarray:
     return out
 
 
+ARCHS = ("llama", "qwen2")
+
+
 @dataclass
 class Model:
-    """A llama/qwen2 GGUF's shape and weights (dequantized to f32 on first use, then kept)."""
+    """A llama/qwen2 GGUF's shape and weights (dequantized to f32 on use; kept if keep_weights)."""
     reader: object
     arch: str
     n_layer: int
@@ -83,6 +88,7 @@ class Model:
     eps: float
     base: float
     vocab: list[str]
+    keep_weights: bool = True
     cache: dict = field(default_factory=dict)
 
     @property
@@ -93,22 +99,25 @@ class Model:
         return any(t.name == name for t in self.reader.tensors)
 
     def w(self, name: str) -> np.ndarray:
-        if name not in self.cache:
-            from gguf.quants import dequantize
+        if name in self.cache:
+            return self.cache[name]
+        from gguf.quants import dequantize
 
-            t = next(t for t in self.reader.tensors if t.name == name)
-            a = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-            self.cache[name] = a.reshape(int(t.shape[1]), int(t.shape[0])) if len(t.shape) > 1 else a.ravel()
-        return self.cache[name]
+        t = next(t for t in self.reader.tensors if t.name == name)
+        a = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        a = a.reshape(int(t.shape[1]), int(t.shape[0])) if len(t.shape) > 1 else a.ravel()
+        if self.keep_weights:
+            self.cache[name] = a
+        return a
 
 
-def load(path: str) -> Model:
+def load(path: str, keep_weights: bool = True) -> Model:
     import gguf
 
     r = gguf.GGUFReader(path)
     arch = _str(r, "general.architecture")
-    if arch not in ("llama", "qwen2"):
-        raise ValueError(f"capture supports the llama and qwen2 architectures, not {arch}")
+    if arch not in ARCHS:
+        raise ValueError(f"the numpy forward pass supports the {' and '.join(ARCHS)} architectures, not {arch}")
     vocab_field = r.fields["tokenizer.ggml.tokens"]
     return Model(r, arch,
                  n_layer=int(_field(r, f"{arch}.block_count")[0]),
@@ -116,7 +125,8 @@ def load(path: str) -> Model:
                  n_kv=int(_field(r, f"{arch}.attention.head_count_kv")[0]),
                  eps=float(_field(r, f"{arch}.attention.layer_norm_rms_epsilon")[0]),
                  base=float(_field(r, f"{arch}.rope.freq_base")[0]) if f"{arch}.rope.freq_base" in r.fields else 10000.0,
-                 vocab=[bytes(vocab_field.parts[i]).decode(errors="replace") for i in vocab_field.data])
+                 vocab=[bytes(vocab_field.parts[i]).decode(errors="replace") for i in vocab_field.data],
+                 keep_weights=keep_weights)
 
 
 def forward(m: Model, ids: list[int], attend=None, dtype=np.float64) -> np.ndarray:
@@ -153,7 +163,7 @@ def top1(logits: np.ndarray, ids: list[int]) -> float:
 def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[LayerKV], float]:
     """Token ids and per-layer Q/K/V of the first ``n_tokens`` tokens of ``text``, and the share of
     next tokens the model predicts (top-1)."""
-    m = load(path)
+    m = load(path, keep_weights=False)
     ids = tokenize_greedy(m.vocab, text, n_tokens)
     mask = causal_mask(len(ids))
     layers = []

@@ -60,17 +60,23 @@ def main():
               help="Master seed of every rotation; per-layer K and V seeds derive from it.")
 @click.option("--types", "types_text", default="tq2_5,tq3_5", show_default=True,
               help="Comma-separated TQ cache types to prepare codebooks for.")
-@click.option("--center-k", "center_k", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Calibration text: store each K head's mean row (turboquant.k.center) so the cache keeps "
-                   "k - mu (llama architecture; off by default, see docs/ablation.md).")
+@click.option("--center-k/--no-center-k", "center_k", default=True, show_default=True,
+              help="Store each K head's mean row (turboquant.k.center) so the cache keeps k - mu: calibrated "
+                   "on text by a numpy forward pass (llama and qwen2 architectures; others stay data-free). "
+                   "docs/ablation.md, tables 5 and 8.")
+@click.option("--calibration", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Text for the K centers [default: the packaged 12 KB of Django's reference docs].")
+@click.option("--calibration-tokens", type=click.IntRange(prep.MIN_CENTER_TOKENS), default=prep.CENTER_TOKENS,
+              show_default=True, help="Tokens of the calibration text the K centers average over.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
-def prepare(model, output, in_place, seed, types_text, center_k, quiet):
+def prepare(model, output, in_place, seed, types_text, center_k, calibration, calibration_tokens, quiet):
     """Write a copy of MODEL with the TurboQuant metadata the patched llama.cpp needs.
 
     Tensors and all other keys are copied byte for byte; existing turboquant.* keys
     are replaced, so preparing twice gives the same bytes. Outlier channels are
-    chosen data-free from the model's K/V projection weights (docs/metadata.md).
+    chosen data-free from the model's K/V projection weights (docs/metadata.md);
+    the K centers come from a calibration text (--no-center-k: none).
     """
     types = prep.parse_types(types_text)
     dst = prep.resolve_output(model, output, in_place)
@@ -80,8 +86,22 @@ def prepare(model, output, in_place, seed, types_text, center_k, quiet):
         with click.progressbar(length=length, label=label, file=sys.stderr, hidden=quiet) as b:
             yield b.update
 
-    text = Path(center_k).read_text(errors="replace") if center_k else None
-    prep.prepare_file(model, dst, seed, types, bar, center_text=text)
+    text = None
+    if center_k:
+        arch = prep.model_shape(prep.read_model_header(model)).arch
+        why = None
+        if not prep.can_center(arch):
+            why = f"this version has a numpy forward pass for llama and qwen2, not {arch}"
+        else:
+            text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace")
+            n = prep.calibration_tokens(model, text, calibration_tokens)
+            if n < prep.MIN_CENTER_TOKENS:
+                why, text = f"the calibration text gives {n} tokens with the model's vocabulary", None
+        if why and calibration:
+            raise UserError(f"--calibration: cannot center K: {why}")
+        if why and not quiet:
+            click.echo(f"tqgguf: note: no K centering ({why}); the metadata stays data-free", err=True)
+    prep.prepare_file(model, dst, seed, types, bar, center_text=text, center_tokens=calibration_tokens)
     click.echo(dst)
 
 
@@ -180,7 +200,8 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
         model = str(Path(out_dir) / "model" / (src.stem + ".tq.gguf"))
         if not Path(model).exists():
             Path(model).parent.mkdir(parents=True, exist_ok=True)
-            prep.prepare_file(str(src), model, prep.DEFAULT_SEED, sorted(blocks.TYPES))
+            prep.prepare_file(str(src), model, prep.DEFAULT_SEED, sorted(blocks.TYPES),
+                              center_text=prep.CALIBRATION_TEXT.read_text())
     require_prepared(model, configs)
     text = Path(text) if text else assets.eval_text()
     binary = ll.find_bin("llama-perplexity", llama_bin)

@@ -13,6 +13,7 @@ import errno
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -165,23 +166,56 @@ def _no_progress(label: str, length: int):
     yield lambda n: None
 
 
-def k_centers(path: str, text: str, n_tokens: int = 1024) -> np.ndarray:
+# K centering is on by default (docs/ablation.md, tables 5 and 8: it is the lever that puts the
+# TQ types ahead of the plain configuration); its calibration text ships with the package:
+# 12 KB of Django's reference docs (BSD-3-Clause), disjoint from the evaluation text.
+CALIBRATION_TEXT = Path(__file__).parent / "data" / "calibration.txt"
+CENTER_TOKENS = 1024
+MIN_CENTER_TOKENS = 16
+
+
+def can_center(arch: str) -> bool:
+    """K centers need the numpy forward pass (capture.py), which knows these architectures."""
+    from . import capture
+
+    return arch in capture.ARCHS
+
+
+def calibration_tokens(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> int:
+    """How many tokens (at most n_tokens) ``text`` gives with the model's vocabulary."""
+    from . import capture
+
+    return len(capture.tokenize_greedy(capture.load(path, keep_weights=False).vocab, text, n_tokens))
+
+
+def k_centers(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> np.ndarray:
     """The mean K row (after RoPE) of each layer and KV head over ``text``: (n_layer, n_kv_head, d).
 
-    Calibrated, not data-free: a numpy forward pass of the model (capture.py, llama architecture).
-    The cache then stores T (k - mu); softmax ignores the shift (docs/ablation.md table 5).
+    Calibrated, not data-free: a numpy forward pass of the model (capture.py, f32, one weight
+    dequantized at a time). The cache then stores T (k - mu); softmax ignores the shift.
     """
     from . import capture
 
     try:
-        _, layers, _ = capture.capture(path, text, n_tokens)
+        m = capture.load(path, keep_weights=False)
     except ValueError as e:
-        raise PrepareError(f"--center-k: {e}") from None
-    return np.stack([layer.k.astype(np.float64).mean(0) for layer in layers]).astype(np.float32)
+        raise PrepareError(f"K centering: {e}") from None
+    ids = capture.tokenize_greedy(m.vocab, text, n_tokens)
+    if len(ids) < MIN_CENTER_TOKENS:
+        raise PrepareError(f"K centering: the calibration text gives {len(ids)} tokens with this model's "
+                           f"vocabulary, at least {MIN_CENTER_TOKENS} needed")
+    means = []
+
+    def attend(il, q, k, v):
+        means.append(k.astype(np.float64).mean(0))
+        return capture.attention(q, k, v, capture.causal_mask(len(ids)))
+
+    capture.forward(m, ids, attend, dtype=np.float32)
+    return np.stack(means).astype(np.float32)
 
 
 def prepare_file(src: str, dst: str, seed: int, types: list[str], progress=_no_progress,
-                 center_text: str | None = None) -> None:
+                 center_text: str | None = None, center_tokens: int = CENTER_TOKENS) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
@@ -192,7 +226,7 @@ def prepare_file(src: str, dst: str, seed: int, types: list[str], progress=_no_p
         meta = build_metadata(src, hdr, seed, types, update)
     if center_text is not None:
         with progress("calibrating K centers", 1) as update:
-            meta.k_center = k_centers(src, center_text)
+            meta.k_center = k_centers(src, center_text, center_tokens)
             update(1)
     with progress("writing " + os.path.basename(dst), hdr.file_size - hdr.data_offset) as update:
         write_atomic(src, dst, with_metadata(hdr, meta), hdr, update)

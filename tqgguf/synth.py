@@ -77,6 +77,15 @@ def _data(s: Shape, shape, kind: str, qtype: QT, rng: np.random.Generator) -> by
     return w.astype(np.float16 if qtype == QT.F16 else np.float32).tobytes()
 
 
+def _vocab(n: int) -> list[str]:
+    """Placeholder tokens, except single printable characters and GPT-2's space and newline
+    (Ġ, Ċ) from id 3 on: enough for `tqgguf prepare` to tokenize a calibration text."""
+    tokens = [f"<t{i}>" for i in range(n)]
+    chars = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]
+    tokens[3:3 + len(chars)] = chars[:max(0, n - 3)]
+    return tokens[:n]
+
+
 def write(path: str | os.PathLike, s: Shape, seed: int = 0, arch: str = "llama") -> None:
     """Write a random llama-architecture model of shape ``s`` to ``path``."""
     rng = np.random.default_rng(seed)
@@ -96,7 +105,7 @@ def write(path: str | os.PathLike, s: Shape, seed: int = 0, arch: str = "llama")
         make_kv(f"{arch}.attention.layer_norm_rms_epsilon", VT.FLOAT32, 1e-5),
         make_kv(f"{arch}.vocab_size", VT.UINT32, s.n_vocab),
         make_kv("tokenizer.ggml.model", VT.STRING, "llama"),
-        make_kv("tokenizer.ggml.tokens", VT.ARRAY, [f"<t{i}>" for i in range(s.n_vocab)], VT.STRING),
+        make_kv("tokenizer.ggml.tokens", VT.ARRAY, _vocab(s.n_vocab), VT.STRING),
         make_kv("tokenizer.ggml.scores", VT.ARRAY, np.zeros(s.n_vocab, dtype=np.float32), VT.FLOAT32),
         make_kv("tokenizer.ggml.token_type", VT.ARRAY, np.full(s.n_vocab, 1, dtype=np.int32), VT.INT32),
         make_kv("tokenizer.ggml.bos_token_id", VT.UINT32, 1),

@@ -170,7 +170,7 @@ k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nbl
               const int64_t ss0, const int64_t ss1, const int64_t ss2, const int64_t ss3,
               const int64_t sd1, const int64_t sd2, const int64_t sd3,
               const int64_t ni1, const int64_t ni2, const int64_t si0, const int64_t si1, const int64_t si2,
-              const tq_codebooks cb) {
+              const tq_codebooks cb, const float * tr, const float * off, const int d) {
     __shared__ uint8_t codes[TQ_QUANT_WARPS][TQ_BLOCK];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t i = (int64_t) blockIdx.x * TQ_QUANT_WARPS + warp;
@@ -184,15 +184,34 @@ k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nbl
     const int64_t i3 = r / ne2;
     const int64_t row = idx ? (int64_t) idx[i1 * si0 + (i2 % ni1) * si1 + (i3 % ni2) * si2] : i1;
 
-    const char * s = src + i1 * ss1 + i2 * ss2 + i3 * ss3 + b * TQ_BLOCK * ss0;
-    const float v0 = ggml_cuda_cast<float>(*(const src_t *) (s + lane * ss0));
-    const float v1 = ggml_cuda_cast<float>(*(const src_t *) (s + (lane + 32) * ss0));
+    float v0, v1;
+    if (tr) {
+        // fused (tq-fuse.cu): the block's values are rows of its head's transform times the
+        // head's f32 input (+ the K centering offset)
+        const int64_t e0 = b * TQ_BLOCK, h = e0 / d, o0 = e0 % d;
+        const float4 * x = (const float4 *) (src + i1 * ss1 + i2 * ss2 + i3 * ss3) + h * d / 4;
+        const float4 * t0 = (const float4 *) (tr + (h * d + o0 + lane) * d);
+        const float4 * t1 = (const float4 *) (tr + (h * d + o0 + lane + 32) * d);
+        float a0 = 0.0f, a1 = 0.0f;
+        for (int k = 0; k < d / 4; ++k) {
+            const float4 xv = x[k], p0 = t0[k], p1 = t1[k];
+            a0 += p0.x * xv.x + p0.y * xv.y + p0.z * xv.z + p0.w * xv.w;
+            a1 += p1.x * xv.x + p1.y * xv.y + p1.z * xv.z + p1.w * xv.w;
+        }
+        v0 = a0 + (off ? off[h * d + o0 + lane] : 0.0f);
+        v1 = a1 + (off ? off[h * d + o0 + lane + 32] : 0.0f);
+    } else {
+        const char * s = src + i1 * ss1 + i2 * ss2 + i3 * ss3 + b * TQ_BLOCK * ss0;
+        v0 = ggml_cuda_cast<float>(*(const src_t *) (s + lane * ss0));
+        v1 = ggml_cuda_cast<float>(*(const src_t *) (s + (lane + 32) * ss0));
+    }
     uint8_t * blk = (uint8_t *) dst + row * sd1 + i2 * sd2 + i3 * sd3 + b * tq_layout<T>::bytes;
     tq_quantize_block_warp<T>(v0, v1, cb, codes[warp], blk);
 }
 
 template <ggml_type T, typename src_t, typename idx_t>
-static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream) {
+static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream,
+                             const ggml_cuda_tq_fused * fused = nullptr) {
     const int64_t nblk = src->ne[0] / TQ_BLOCK;
     const int64_t n = nblk * src->ne[1] * src->ne[2] * src->ne[3];
     if (n == 0) {
@@ -205,7 +224,10 @@ static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const g
         dst->nb[1], dst->nb[2], dst->nb[3],
         idx ? idx->ne[1] : 1, idx ? idx->ne[2] : 1,
         idx ? idx->nb[0] / is : 0, idx ? idx->nb[1] / is : 0, idx ? idx->nb[2] / is : 0,
-        *ggml_tq_codebooks(T));
+        *ggml_tq_codebooks(T),
+        fused ? (const float *) fused->t_in->data : nullptr,
+        fused && fused->offset ? (const float *) fused->offset->data : nullptr,
+        fused ? (int) fused->t_in->ne[0] : 0);
 }
 
 template <ggml_type T, typename idx_t>
@@ -233,6 +255,25 @@ void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * 
         tq_quantize_any<int64_t>(src0, dst, src1, ctx.stream());
     } else {
         tq_quantize_any<int32_t>(src0, dst, src1, ctx.stream());
+    }
+}
+
+void ggml_cuda_tq_set_rows_transformed(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m) {
+    // the set_rows geometry (one row of n_kv_head * d values) with the transform's input as the
+    // source data: the kernel reads x, not the (never computed) transformed values
+    ggml_tensor src = *m.set_rows->src[0];
+    src.data = m.x->data;
+    src.view_src = nullptr;
+    ggml_tensor * dst = const_cast<ggml_tensor *>(m.set_rows);
+    const ggml_tensor * idx = m.set_rows->src[1];
+    cudaStream_t stream = ctx.stream();
+    const bool i64 = idx->type == GGML_TYPE_I64;
+    if (dst->type == GGML_TYPE_TQ2_5) {
+        i64 ? tq_quantize_cuda<GGML_TYPE_TQ2_5, float, int64_t>(&src, dst, idx, stream, &m)
+            : tq_quantize_cuda<GGML_TYPE_TQ2_5, float, int32_t>(&src, dst, idx, stream, &m);
+    } else {
+        i64 ? tq_quantize_cuda<GGML_TYPE_TQ3_5, float, int64_t>(&src, dst, idx, stream, &m)
+            : tq_quantize_cuda<GGML_TYPE_TQ3_5, float, int32_t>(&src, dst, idx, stream, &m);
     }
 }
 

@@ -24,7 +24,28 @@ template <ggml_type T> void ggml_cuda_tq_to_fp16_nc_t(const void * x, half * y, 
 template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
                              int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream);
 
+// A chain of graph nodes that one TQ kernel computes at decode (tq-fuse.cu): a TQ transform
+// (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused into the attention or the quantizer.
+struct ggml_cuda_tq_fused {
+    enum { NONE, ATTN, SET_ROWS } kind;
+    const ggml_tensor * t_in;     // the transform [d, d, n_kv_head] applied to x
+    const ggml_tensor * x;        // its input: one token's heads, [d, 1, n_heads], contiguous
+    const ggml_tensor * fa;       // ATTN: the FLASH_ATTN_EXT node (Q = t_in x)
+    const ggml_tensor * t_out;    // ATTN: the transform of the output, or null
+    const ggml_tensor * offset;   // SET_ROWS: the K centering offset added after t_in, or null
+    const ggml_tensor * set_rows; // SET_ROWS: the cache write
+    const ggml_tensor * out;      // the chain's last node: what the fused kernel writes
+};
+
+// Number of nodes from i on that one fused kernel computes (0: no TQ chain starts at i).
+int ggml_cuda_tq_match(const ggml_cgraph * cgraph, int i, ggml_cuda_tq_fused & m);
+void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m);
+
+// SET_ROWS of t_in x (+ offset) into the TQ cache: the quantizer applies the transform.
+void ggml_cuda_tq_set_rows_transformed(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m);
+
 // Flash attention at decode with a TQ K and/or V: one kernel that reads each K/V row once for
-// all query heads that share it (GQA) and decodes it once, split over the KV length.
+// all query heads that share it (GQA) and decodes it once, split over the KV length. With
+// `fused`, Q is t_in x and the result goes through t_out into fused->out.
 bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst);
-void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst);
+void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, const ggml_cuda_tq_fused * fused = nullptr);

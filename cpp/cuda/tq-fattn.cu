@@ -33,8 +33,12 @@ bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst) {
     return Q->ne[1] * (Q->ne[2] / K->ne[2]) <= TQ_FA_MAX_COLS;
 }
 
+// One block per output row (query token, head), a thread per dimension: the splits' weighted
+// sum; with To (fused), then the row times the head's output transform, To[h / gqa] o.
 template <int D>
-static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits) {
+static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits,
+                                        const float * To, const int n_head, const int gqa) {
+    __shared__ float o[D];
     const int64_t r = (int64_t) blockIdx.x;
     const float2 * m = meta + r * n_splits;
     float mx = -INFINITY;
@@ -50,7 +54,21 @@ static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta,
         den += w * m[s].y;
         num += w * part[(r * n_splits + s) * D + threadIdx.x];
     }
-    dst[r * D + threadIdx.x] = den > 0.0f ? num / den : 0.0f;
+    const float val = den > 0.0f ? num / den : 0.0f;
+    if (To == nullptr) {
+        dst[r * D + threadIdx.x] = val;
+        return;
+    }
+    o[threadIdx.x] = val;
+    __syncthreads();
+    const float4 * t = (const float4 *) (To + ((int64_t) ((r % n_head) / gqa) * D + threadIdx.x) * D);
+    float acc = 0.0f;
+#pragma unroll 8
+    for (int k4 = 0; k4 < D / 4; ++k4) {
+        const float4 tv = t[k4];
+        acc += tv.x * o[4 * k4] + tv.y * o[4 * k4 + 1] + tv.z * o[4 * k4 + 2] + tv.w * o[4 * k4 + 3];
+    }
+    dst[r * D + threadIdx.x] = acc;
 }
 
 template <int D, ggml_type TK>
@@ -98,7 +116,7 @@ static tq_lut tq_fa_lut(ggml_type t) {
     return l;
 }
 
-void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, const ggml_cuda_tq_fused * fused) {
     const ggml_tensor * Q = dst->src[0];
     const ggml_tensor * K = dst->src[1];
     const ggml_tensor * V = dst->src[2];
@@ -123,6 +141,12 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
     }
     p.lut_k = tq_fa_lut(K->type);
     p.lut_v = tq_fa_lut(V->type);
+    if (fused) { // Q = t_in x: one token, one sequence (tq-fuse.cu checked the shapes)
+        p.Tq = (const float *) fused->t_in->data;
+        p.qraw = (const float *) fused->x->data;
+    }
+    const float * To = fused && fused->t_out ? (const float *) fused->t_out->data : nullptr;
+    float * out = (float *) (fused ? fused->out->data : dst->data);
 
     const int n_seq = Q->ne[3];
     const int nsm = ggml_cuda_info().devices[ctx.device].nsm;
@@ -137,11 +161,11 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
     int splits = 0;
     switch (D) {
         case 64:  splits = tq_fa_launch<64>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  k_tq_fattn_merge<64><<<rows, 64, 0, stream>>>(p.part, p.meta, (float *) dst->data, splits); break;
+                  k_tq_fattn_merge<64><<<rows, 64, 0, stream>>>(p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
         case 128: splits = tq_fa_launch<128>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  k_tq_fattn_merge<128><<<rows, 128, 0, stream>>>(p.part, p.meta, (float *) dst->data, splits); break;
+                  k_tq_fattn_merge<128><<<rows, 128, 0, stream>>>(p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
         case 256: splits = tq_fa_launch<256>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  k_tq_fattn_merge<256><<<rows, 256, 0, stream>>>(p.part, p.meta, (float *) dst->data, splits); break;
+                  k_tq_fattn_merge<256><<<rows, 256, 0, stream>>>(p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
         default:  GGML_ABORT("TQ flash attention: head size %d", (int) D);
     }
     CUDA_CHECK(cudaGetLastError());

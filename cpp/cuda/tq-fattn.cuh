@@ -32,6 +32,8 @@ struct tq_fa_params {
     int k_ne3, v_ne3, mask_ne3;
     float scale, softcap;
     tq_lut lut_k, lut_v;
+    const float * Tq;   // fused Q transform [n_head_kv][D][D] (row i: output i), or null
+    const float * qraw; // with Tq: the untransformed Q of the one token, [n_head][D]
 };
 
 // Launches the decode kernel over as many splits of the KV length as fill the GPU once
@@ -223,6 +225,14 @@ template <> struct tq_fa_v<GGML_TYPE_Q8_0> {
     }
 };
 
+static __device__ __forceinline__ void tq_prefetch_l1(const void * p) {
+    asm volatile("prefetch.global.L1 [%0];" :: "l"(p));
+}
+
+static __device__ __forceinline__ void tq_prefetch_l2(const void * p) {
+    asm volatile("prefetch.global.L2 [%0];" :: "l"(p));
+}
+
 static __device__ __forceinline__ float tq_warp_max(float x) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -263,16 +273,45 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         lut_v[tid / 16][tid % 16] = p.lut_v.c[tid / 16][tid % 16];
     }
     // column c = (query token j, head hkv*gqa + g) with j = c / gqa, g = c % gqa
-    for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
-        const int c = i / D, d = i % D;
-        float q = 0.0f;
-        if (c < p.ncols) {
-            const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
-            q = ((const float *) (p.Q + seq * p.nbq3 + head * p.nbq2 + j * p.nbq1))[d];
+    if (p.Tq) {
+        // fused: Q = T_k q (one token), the raw q staged in Ow, which is free until the end
+        float * Qr = &Ow[0][0][0];
+        for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
+            const int c = i / D, d = i % D;
+            Qr[i] = c < p.ncols ? p.qraw[(int64_t) (hkv * p.gqa + c) * D + d] : 0.0f;
         }
-        Qt[d * NC + c] = q;
+        __syncthreads();
+        for (int d = tid; d < D; d += TQ_FA_THREADS) {
+            const float4 * t = (const float4 *) (p.Tq + ((int64_t) hkv * D + d) * D);
+            float a[NC];
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                a[c] = 0.0f;
+            }
+            for (int k4 = 0; k4 < D / 4; ++k4) {
+                const float4 tv = t[k4];
+#pragma unroll
+                for (int c = 0; c < NC; ++c) {
+                    const float * q = Qr + c * D + 4 * k4;
+                    a[c] += tv.x * q[0] + tv.y * q[1] + tv.z * q[2] + tv.w * q[3];
+                }
+            }
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                Qt[d * NC + c] = a[c];
+            }
+        }
+    } else {
+        for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
+            const int c = i / D, d = i % D;
+            float q = 0.0f;
+            if (c < p.ncols) {
+                const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
+                q = ((const float *) (p.Q + seq * p.nbq3 + head * p.nbq2 + j * p.nbq1))[d];
+            }
+            Qt[d * NC + c] = q;
+        }
     }
-
     const char * K = p.K + (seq % p.k_ne3) * p.nbk3 + hkv * p.nbk2;
     const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
     const half * mask = p.mask ? (const half *) (p.mask + (seq % p.mask_ne3) * p.nbm3) : nullptr;
@@ -308,6 +347,12 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
             s[c] = 0.0f;
         }
         if (k < kv1) {
+            // the V rows of this tile into L1 now (the V phase reads them a key at a time), and
+            // the K row of this lane's next tile into L2
+            tq_prefetch_l1(V + (int64_t) k * p.nbv1);
+            if (k + 32 * TQ_FA_WARPS < kv1) {
+                tq_prefetch_l2(K + (int64_t) (k + 32 * TQ_FA_WARPS) * p.nbk1);
+            }
             const char * row = K + (int64_t) k * p.nbk1;
 #pragma unroll
             for (int b = 0; b < D / TQ_BLOCK; ++b) {
@@ -349,9 +394,15 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                 vr[u].read(row, lut_v, x + 4 * u);
             }
             float w[NC];
+            if constexpr (NC % 4 == 0) {
 #pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                w[c] = Pw[i * NC + c];
+                for (int c = 0; c < NC; c += 4) {
+                    const float4 w4 = *(const float4 *) (Pw + i * NC + c);
+                    w[c] = w4.x; w[c + 1] = w4.y; w[c + 2] = w4.z; w[c + 3] = w4.w;
+                }
+            } else {
+                const float2 w2 = *(const float2 *) (Pw + i * NC);
+                w[0] = w2.x; w[1] = w2.y;
             }
 #pragma unroll
             for (int c = 0; c < NC; ++c) {

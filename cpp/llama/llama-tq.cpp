@@ -245,8 +245,10 @@ ggml_tensor * llama_tq_apply(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
     // T [d, d, n_kv_head] broadcasts over the heads that share it (h -> h / (n_head / n_kv_head),
     // as attention maps them)
     if (n_tokens == 1) {
-        y = ggml_reshape_3d(ctx, y, d, 1, n_head);
-        return ggml_reshape(ctx, ggml_mul_mat(ctx, T, y), x);
+        // hinted: a backend may fuse this product into its consumer (ggml-cuda/turboquant/tq-fuse.cu)
+        y = ggml_mul_mat(ctx, T, ggml_reshape_3d(ctx, y, d, 1, n_head));
+        ggml_mul_mat_set_hint(y, GGML_HINT_SRC0_IS_TQ_TRANSFORM);
+        return ggml_reshape(ctx, y, x);
     }
     // heads outermost: one [d, d] x [d, n_tokens] product per head, not n_head * n_tokens
     // matrix-vector products

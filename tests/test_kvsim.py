@@ -1,0 +1,39 @@
+"""kvsim: the end-to-end KLD of a KV-cache format through the numpy forward pass."""
+import numpy as np
+
+from tqgguf import ablation as ab, assets, capture, kvsim, metadata, outliers as outl
+from tqgguf.gguf_file import read_header
+
+
+def test_kl_divergence_matches_its_definition():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 7)), rng.normal(size=(3, 7))
+    p = np.exp(a) / np.exp(a).sum(1, keepdims=True)
+    q = np.exp(b) / np.exp(b).sum(1, keepdims=True)
+    assert np.allclose(kvsim.kl_divergence(a, b), (p * np.log(p / q)).sum(1))
+    assert np.allclose(kvsim.kl_divergence(a, a + 5.0), 0.0)  # a shift of every logit changes nothing
+
+
+def test_window_attention_is_exact_inside_and_quantized_outside():
+    rng = np.random.default_rng(1)
+    T, d = 9, 8
+    q, k, v = (rng.normal(size=(T, 4, d)) for _ in range(3))
+    k, v = k[:, :2], v[:, :2]
+    kh, vh = k + rng.normal(size=k.shape), v + rng.normal(size=v.shape)
+    mask = capture.causal_mask(T)
+    assert np.allclose(kvsim._attention_window(q, k, kh, v, vh, T), capture.attention(q, k, v, mask))
+    w = kvsim._attention_window(q, k, kh, v, vh, 1)  # only the token itself is exact
+    assert np.allclose(w[0], capture.attention(q, k, v, mask)[0])
+    assert not np.allclose(w[1:], capture.attention(q, k, v, mask)[1:])
+    assert not np.allclose(w[1:], capture.attention(q, kh, vh, mask)[1:])
+
+
+def test_f16_is_near_exact_and_tq2_5_is_not(prepared_smollm2):
+    m = capture.load(str(prepared_smollm2))
+    meta = metadata.read(read_header(prepared_smollm2))
+    chunks = kvsim.chunks(m, assets.eval_text().read_text(), 64, 1)
+    ctx = ab.Context(meta.layer_seeds, meta.outliers, outl.rope_units(64, 64, m.arch, True))
+    f16, tq = kvsim.evaluate(m, chunks, [kvsim.Cache("f16", "f16", "f16"),
+                                         kvsim.Cache("tq2_5", ab.Variant("", "tq2_5"), ab.Variant("", "tq2_5"))], ctx)
+    assert f16.kld < 1e-3 and f16.same_top1 > 0.95
+    assert tq.kld > 20 * f16.kld and tq.kld_sem > 0
