@@ -34,6 +34,9 @@ test)
     # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
     grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
+    # the TQ chains of test_tq_attn_chain / test_tq_set_rows_chain with the CUDA fusion on (tq-fuse.cu)
+    GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 -o RESHAPE,SET_ROWS -p 'out_transform|offset' > "$out/tbo-fused.log" 2>&1 || true
+    grep -a -E "FAIL|tests passed" "$out/tbo-fused.log" | tail -5 || true
     # memcheck over the TQ kernels: every quantize/get-rows case and every decode-kernel case at
     # KV length 113 (the sanitizer is slow; the 512 cases run the same code on longer loops)
     compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT \
