@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--model", help="a prepared llama or qwen2 GGUF [default: SmolLM2-135M, prepared]")
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--out", default="out/ablation.md")
+    ap.add_argument("--split-only", action="store_true", help="only table 2b (outlier share and bit pairs)")
     a = ap.parse_args()
     model = a.model
     if model is None:
@@ -67,6 +68,26 @@ def main():
         return "| " + " | ".join(cells) + " |"
 
     head = "| variant | bits/value | K only | V only | K and V |\n|---|---|---|---|---|"
+
+    if a.split_only:
+        out.append("\n### 2b. Outlier share and bit pairs\n")
+        out.append(f"The split in general form (`Variant(kind=\"split\")`): the `share` channels of largest energy in "
+                   f"these rows (table 2: as good as prepare's data-free choice) at the first bit width, the rest at the "
+                   f"second, each group rotated (Hadamard for powers of two, else Haar) with its own f16 norm. Head {d}: "
+                   f"shares {d // 8}/{d // 4}/{3 * d // 8} are 16/32/48 of 128.\n")
+        out.append(head)
+        out.append(row("no split, mse 2 bits", V("", "plain", 2)))
+        out.append(row("no split, mse 3 bits", V("", "plain", 3)))
+        for share in (d // 8, d // 4, 3 * d // 8):
+            for hi, lo in ((3, 2), (4, 2), (4, 3)):
+                out.append(row(f"{share} of {d} at {hi} bits, rest {lo}", V("", "split", lo, share=share, bits_hi=hi)))
+        out.append(row("tq2_5 (16 of 64 per block at 3 bits, rest 2)", V("", "tq2_5")))
+        out.append(row("tq3_5 (16 of 64 per block at 4 bits, rest 3)", V("", "tq3_5")))
+        out.append(f"\n({time.time() - t0:.0f} s)\n")
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text("\n".join(out))
+        print("\n".join(out))
+        return
 
     out.append("\n### 1. TurboQuant_mse vs TurboQuant_prod (QJL) at equal bits\n")
     out.append("One randomized Hadamard rotation of the whole head, plain stored norm; prod spends one of its bits "

@@ -7,7 +7,8 @@ The numpy forward pass (tqgguf.capture) runs each chunk of the evaluation text o
 K/V and once per configuration with K/V as that cache gives them back (tqgguf.kvsim); the table
 gives the mean KL divergence over the second half of each chunk. K centers come from the last
 60 KB of the same text (disjoint from the chunks, which come from its start), as
-`tqgguf prepare --center-k` computes them.
+`tqgguf prepare --calibration` computes them; the rows "on the packaged text" use what
+`tqgguf prepare` stores by default.
 """
 import argparse
 import os
@@ -42,7 +43,9 @@ def main():
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--out", default="out/ablation-e2e.md")
-    ap.add_argument("--only", help="comma-separated names of the rows to run [default: all]")
+    ap.add_argument("--only", help="names of the rows to run, separated by semicolons [default: all]")
+    ap.add_argument("--tokens-from", help="a llama-perplexity --kl-divergence-base file: its chunks (the model's "
+                                          "own tokenizer, llama-perplexity's chunking) instead of greedy tokenization")
     a = ap.parse_args()
     model = a.model
     if model is None:
@@ -56,7 +59,8 @@ def main():
     centers = prepare.k_centers(model, text[-60_000:])
     packaged = prepare.k_centers(model, prepare.CALIBRATION_TEXT.read_text())  # what `tqgguf prepare` stores
     m = capture.load(model)
-    token_chunks = kvsim.chunks(m, text, a.ctx, a.chunks)
+    token_chunks = (kvsim.chunks_from_kld_base(a.tokens_from, a.chunks) if a.tokens_from
+                    else kvsim.chunks(m, text, a.ctx, a.chunks))
     d = m.w("token_embd.weight").shape[1] // m.n_head
     ctx = ab.Context(meta.layer_seeds, meta.outliers, outl.rope_units(d, d, m.arch, True))
 
@@ -84,7 +88,7 @@ def main():
         C("tq3_5, K centered, last 128 tokens f16", V("", "tq3_5"), V("", "tq3_5"), centers, window=128),
     ]
     if a.only:
-        keep = {n.strip() for n in a.only.split(",")}
+        keep = {n.strip() for n in a.only.split(";")}
         caches = [c for c in caches if c.name in keep]
     total = len(token_chunks) * len(caches)
     done = [0]
@@ -99,7 +103,7 @@ def main():
 
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = [f"Model `{Path(model).name}` ({m.n_layer} layers, head {d}), {a.chunks} chunks of {a.ctx} tokens from the start "
-           f"of the evaluation text (greedy tokenization; top-1 of the exact pass on chunk 1: {100 * base_top1:.1f}%), "
+           f"of the evaluation text ({'tokens of ' + Path(a.tokens_from).name if a.tokens_from else 'greedy tokenization'}; top-1 of the exact pass on chunk 1: {100 * base_top1:.1f}%), "
            f"KLD against exact K/V over the second half of each chunk. Commit {commit}, {platform.machine()}, "
            f"{os.cpu_count()} cores, {time.time() - t0:.0f} s.\n",
            "| cache (K and V) | bits/value (K+V average) | mean KLD (± s.e.) | same top-1 |", "|---|---|---|---|"]

@@ -25,17 +25,21 @@ from .capture import LayerKV, attention, causal_mask
 @dataclass
 class Variant:
     name: str
-    kind: str                      # "tq2_5", "tq3_5", "plain", "prod"
+    kind: str                      # "tq2_5", "tq3_5", "plain", "prod", "split"
     bits: int = 0                  # plain / prod: bits per coordinate
     outliers: str = "weights"      # tq: "weights" (prepare's data-free choice), "calib" (from these rows), "random"
     rule: str = "norm"             # tq: scale rule of cpp/tq.h
     center: bool = False           # subtract the head's mean row first (exact in attention, see below)
     rot: str = "hadamard"          # plain: "hadamard" (randomized, pow2 sizes) or "haar" (dense)
     per_layer_seed: bool = True    # False: every layer uses layer 0's rotations
+    share: int = 0                 # split: outlier channels per head (chosen on these rows' energy)
+    bits_hi: int = 0               # split: bits of the outlier group (the rest get `bits`)
 
     def bits_per_value(self, d: int) -> float:
         if self.kind in blocks.TYPES:
             return blocks.layout(self.kind).bits_per_value
+        if self.kind == "split":  # two groups, an f16 norm each
+            return (self.share * self.bits_hi + (d - self.share) * self.bits + 32) / d
         return self.bits + 16 / d * (2 if self.kind == "prod" else 1)  # f16 norm (and residual norm)
 
 
@@ -86,6 +90,20 @@ def roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Con
         seed = rotation.subseed(int(ctx.seeds[kind][il if v.per_layer_seed else 0]), h)
         q = reference.MSEQuantizer(rows.shape[1], v.bits, _plain_rotation(v, rows.shape[1], seed), norm_correction=False)
         out = q.dequantize(*q.quantize(x))
+    elif v.kind == "split":
+        # the outlier split in general form: `share` channels of largest energy at bits_hi, the
+        # rest at `bits`, each group rotated (Hadamard for powers of two, else Haar) with its own norm
+        d = rows.shape[1]
+        units = ctx.rope_units if kind == "k" else [(c,) for c in range(d)]
+        o = outl.choose((x ** 2).mean(0), units, v.share)
+        rest = np.setdiff1d(np.arange(d), o)
+        out = np.empty_like(x)
+        seed = rotation.subseed(int(ctx.seeds[kind][il]), h)
+        for g, (chan, b) in enumerate(((o, v.bits_hi), (rest, v.bits))):
+            n = len(chan)
+            rot = rotation.hadamard(n, seed + g) if rotation.is_power_of_two(n) else rotation.haar(n, seed + g)
+            q = reference.MSEQuantizer(n, b, rot)
+            out[:, chan] = q.dequantize(*q.quantize(x[:, chan]))
     elif v.kind == "prod":
         # the unbiased reconstruction: x_mse + ||r|| sqrt(pi/2) / d * S^T sign(S r)
         seed = rotation.subseed(int(ctx.seeds[kind][il]), h)

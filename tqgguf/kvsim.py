@@ -113,6 +113,19 @@ def chunks(m: Model, text: str, n_ctx: int, n_chunks: int) -> list[list[int]]:
     return [ids[i * n_ctx:(i + 1) * n_ctx] for i in range(n_chunks)]
 
 
+def chunks_from_kld_base(path: str, n_chunks: int) -> list[list[int]]:
+    """The token chunks llama-perplexity evaluated, from its --kl-divergence-base file ("_logits_",
+    n_ctx, n_vocab, n_chunk as int32, then every chunk's tokens): the model's real tokenizer."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"_logits_":
+            raise ValueError(f"{path} is not a llama-perplexity logits file")
+        n_ctx, _, n_chunk = np.frombuffer(f.read(12), dtype=np.int32)
+        if n_chunks > n_chunk:
+            raise ValueError(f"{path} has {n_chunk} chunks, {n_chunks} asked for")
+        toks = np.frombuffer(f.read(4 * int(n_ctx) * n_chunks), dtype=np.int32)
+    return [toks[i * n_ctx:(i + 1) * n_ctx].tolist() for i in range(n_chunks)]
+
+
 def evaluate(m: Model, token_chunks: list[list[int]], caches: list[Cache], ctx: ab.Context, progress=None) -> list[Result]:
     """Mean KLD of each cache against exact K/V over the second half of every chunk (as
     llama-perplexity scores only the second half of its context)."""
