@@ -5,7 +5,6 @@
 #   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K per cache type
 #   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs
 #   scripts/device-cuda.sh bench    tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
-#   scripts/device-cuda.sh profile  nsys kernel summary of a short decode at depth 16K (f16 and tq2_5), if nsys exists
 #   scripts/device-cuda.sh ncu      Nsight Compute on the tq2_5 decode kernel at 64K (speed of light, occupancy, stalls)
 #
 # From this machine (the `device` tool): first `bash scripts/make-device-src.sh`, then run this
@@ -80,23 +79,6 @@ ncu)
         "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT -p 'nh=8,nr23=\[4,1\],kv=65536,.*type_K=tq2_5,type_V=tq2_5' \
         > "$out/ncu.txt" 2>&1 || true
     grep -a -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Stall|Warp Cycles|Issued Ipc|Executed Ipc|L1/TEX Hit|L2 Hit" "$out/ncu.txt" | head -40
-    ;;
-profile)
-    command -v nsys > /dev/null || { echo "no nsys on this machine"; exit 0; }
-    model=/tmp/llama3-8b-shape.gguf.tq
-    [ -f "$model" ] || { echo "run the bench step first (it makes $model)"; exit 1; }
-    for t in f16 tq2_5; do
-        nsys profile -q -t cuda -o "$out/prof-$t" -f true "$bin/llama-bench" -m "$model" -ngl 99 -fa 1 -p 0 -n 32 -d 16384 \
-            -ctk $t -ctv $t -r 1 > /dev/null 2>&1 || { echo "nsys failed"; continue; }
-        nsys stats -q --report cuda_gpu_kern_sum --format csv "$out/prof-$t.nsys-rep" > "$out/prof-$t.csv" 2>/dev/null || true
-        echo "== $t: top kernels (total ns, instances, name)"
-        python3 -c "
-import csv, sys
-rows = list(csv.DictReader(open('$out/prof-$t.csv')))
-for r in rows[:14]:
-    print(r.get('Total Time (ns)'), r.get('Instances'), r.get('Name', '')[:110])"
-        rm -f "$out/prof-$t.nsys-rep" "$out"/prof-$t.sqlite
-    done
     ;;
 bench)
     model=/tmp/llama3-8b-shape.gguf
