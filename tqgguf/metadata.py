@@ -65,7 +65,7 @@ class TQMeta:
     layer_seeds: dict[str, np.ndarray]     # kind -> (n_layer,) uint64
     outliers: dict[str, np.ndarray]        # kind -> (n_layer, n_kv_head, head_dim/4) int32
     outlier_method: str = "weights"        # outliers.py; chosen by docs/ablation.md table 2
-    k_center: np.ndarray | None = None     # (n_layer, n_kv_head, k head_dim) or None (docs/ablation.md table 5)
+    k_center: np.ndarray | None = None     # (n_layer, n_kv_head, k head_dim) or None (docs/ablation.md tables 5, 8)
 
     def codebooks(self) -> dict[tuple[int, int], np.ndarray]:
         need = set()

@@ -121,7 +121,7 @@ def _f32_boundaries(c: np.ndarray) -> np.ndarray:
 
 
 SCALE_RULES = ("norm", "plain", "lsq")  # index = enum tq_scale_rule in cpp/tq.h
-DEFAULT_SCALE_RULE = "norm"  # docs/ablation.md table 4: lsq is a hair better on attention; norm until its KLD is in
+DEFAULT_SCALE_RULE = "norm"  # docs/ablation.md table 4 and section 8: lsq is a hair better on attention, worse end to end
 
 
 def quantize_group(v: np.ndarray, c: np.ndarray, rule: str = DEFAULT_SCALE_RULE) -> tuple[np.ndarray, np.float16]:
