@@ -71,27 +71,24 @@ struct tq_lut {
     float c[2][16];
 };
 
-// The 64 values of one block: codebook lookups from `lut` (shared memory) times the group
-// scales. The block is first loaded with 2-byte loads (blocks are 2-byte aligned); fully
-// unrolled, every byte index and shift below is a constant and the bytes stay in registers.
+// A whole block in registers: tq_layout<T>::bytes / 2 two-byte words (blocks are 2-byte
+// aligned). Fully unrolled over slots, every word index and shift in tq_code_in_words is a
+// constant and the bytes never leave registers.
 template <ggml_type T>
-static __device__ __forceinline__ void tq_block_values(const uint8_t * blk, const float (*lut)[16], float * out) {
-    constexpr int nw = tq_layout<T>::bytes / 2;
-    uint16_t w[nw];
+static __device__ __forceinline__ void tq_load_words(const uint8_t * blk, uint16_t * w) {
 #pragma unroll
-    for (int i = 0; i < nw; ++i) {
+    for (int i = 0; i < tq_layout<T>::bytes / 2; ++i) {
         w[i] = ((const uint16_t *) blk)[i];
     }
-    const float d_hi = __half2float(__ushort_as_half(w[0])), d_lo = __half2float(__ushort_as_half(w[1]));
-#pragma unroll
-    for (int s = 0; s < TQ_BLOCK; ++s) {
-        const tq_slot q = tq_slot_of<T>(s);
-        int c = ((w[q.a_off >> 1] >> (8 * (q.a_off & 1) + q.a_shift)) & q.a_mask);
-        if (q.b_off >= 0) {
-            c |= ((w[q.b_off >> 1] >> (8 * (q.b_off & 1) + q.b_shift)) & 1) << 2;
-        }
-        out[s] = (q.hi ? d_hi : d_lo) * lut[q.hi ? 0 : 1][c];
+}
+
+// The code of slot q from a block's words (tq_load_words).
+static __device__ __forceinline__ int tq_code_in_words(const uint16_t * w, const tq_slot & q) {
+    int c = (w[q.a_off >> 1] >> (8 * (q.a_off & 1) + q.a_shift)) & q.a_mask;
+    if (q.b_off >= 0) {
+        c |= ((w[q.b_off >> 1] >> (8 * (q.b_off & 1) + q.b_shift)) & 1) << 2;
     }
+    return c;
 }
 
 // ---- quantization: one warp per block ------------------------------------------------

@@ -69,14 +69,8 @@ template <ggml_type T> struct tq_fa_k {
     // s[c] += (the 64 values of block b of `row`) . Qt[b*64 .. b*64+63][c]
     template <int NC>
     static __device__ __forceinline__ void dot(const char * row, int b, const float (*lut)[16], const float * qt, float (&s)[NC]) {
-        using L = tq_layout<T>;
-        constexpr int nw = L::bytes / 2;
-        uint16_t w[nw];
-        const uint16_t * p = (const uint16_t *) (row + b * L::bytes);
-#pragma unroll
-        for (int i = 0; i < nw; ++i) {
-            w[i] = p[i];
-        }
+        uint16_t w[tq_layout<T>::bytes / 2];
+        tq_load_words<T>((const uint8_t *) row + b * tq_layout<T>::bytes, w);
         float sh[NC], sl[NC];
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
@@ -86,11 +80,7 @@ template <ggml_type T> struct tq_fa_k {
 #pragma unroll
         for (int slot = 0; slot < TQ_BLOCK; ++slot) {
             const tq_slot q = tq_slot_of<T>(slot);
-            int code = (w[q.a_off >> 1] >> (8 * (q.a_off & 1) + q.a_shift)) & q.a_mask;
-            if (q.b_off >= 0) {
-                code |= ((w[q.b_off >> 1] >> (8 * (q.b_off & 1) + q.b_shift)) & 1) << 2;
-            }
-            tq_fma_cols<NC>(q.hi ? sh : sl, qt + (b * TQ_BLOCK + slot) * NC, lut[q.hi ? 0 : 1][code]);
+            tq_fma_cols<NC>(q.hi ? sh : sl, qt + (b * TQ_BLOCK + slot) * NC, lut[q.hi ? 0 : 1][tq_code_in_words(w, q)]);
         }
         const float d_hi = __half2float(__ushort_as_half(w[0])), d_lo = __half2float(__ushort_as_half(w[1]));
 #pragma unroll
@@ -192,7 +182,8 @@ template <ggml_type T> struct tq_fa_v {
     }
 };
 
-template <> struct tq_fa_v<GGML_TYPE_F16> {
+// f16 / q8_0 V (mixed pairs): the same unit slots, read value by value.
+struct tq_fa_v_dims {
     int dim[4];
     __device__ __forceinline__ void init(int unit) {
 #pragma unroll
@@ -200,6 +191,9 @@ template <> struct tq_fa_v<GGML_TYPE_F16> {
             dim[k] = (unit / 16) * TQ_BLOCK + tq_unit_slot(unit % 16, k);
         }
     }
+};
+
+template <> struct tq_fa_v<GGML_TYPE_F16> : tq_fa_v_dims {
     __device__ __forceinline__ void read(const char * row, const float (*)[16], float * x) const {
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
@@ -208,14 +202,7 @@ template <> struct tq_fa_v<GGML_TYPE_F16> {
     }
 };
 
-template <> struct tq_fa_v<GGML_TYPE_Q8_0> {
-    int dim[4];
-    __device__ __forceinline__ void init(int unit) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            dim[k] = (unit / 16) * TQ_BLOCK + tq_unit_slot(unit % 16, k);
-        }
-    }
+template <> struct tq_fa_v<GGML_TYPE_Q8_0> : tq_fa_v_dims {
     __device__ __forceinline__ void read(const char * row, const float (*)[16], float * x) const {
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
