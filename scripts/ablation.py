@@ -19,7 +19,7 @@ from pathlib import Path
 root = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(root))
 
-from tqgguf import ablation as ab, assets, capture, metadata, outliers as outl, prepare  # noqa: E402
+from tqgguf import ablation as ab, assets, capture, metadata, outliers as outl  # noqa: E402
 from tqgguf.gguf_file import read_header  # noqa: E402
 
 V = ab.Variant
@@ -36,12 +36,7 @@ def main():
     ap.add_argument("--out", default="out/ablation.md")
     ap.add_argument("--split-only", action="store_true", help="only table 2b (outlier share and bit pairs)")
     a = ap.parse_args()
-    model = a.model
-    if model is None:
-        model = str(root / "out" / "SmolLM2-135M-Instruct.Q4_1.tq.gguf")
-        if not Path(model).exists():
-            Path(model).parent.mkdir(parents=True, exist_ok=True)
-            prepare.prepare_file(str(assets.default_model()), model, prepare.DEFAULT_SEED, ["tq2_5", "tq3_5"])
+    model = a.model or ab.default_model(root / "out")
     meta = metadata.read(read_header(model))
     text = Path(assets.eval_text()).read_text()[: 60 * a.tokens]
     t0 = time.time()
@@ -83,10 +78,8 @@ def main():
                 out.append(row(f"{share} of {d} at {hi} bits, rest {lo}", V("", "split", lo, share=share, bits_hi=hi)))
         out.append(row("tq2_5 (16 of 64 per block at 3 bits, rest 2)", V("", "tq2_5")))
         out.append(row("tq3_5 (16 of 64 per block at 4 bits, rest 3)", V("", "tq3_5")))
-        out.append(f"\n({time.time() - t0:.0f} s)\n")
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text("\n".join(out))
-        print("\n".join(out))
+        out.append(f"\n({time.time() - t0:.0f} s)")
+        ab.write_report(a.out, out)
         return
 
     out.append("\n### 1. TurboQuant_mse vs TurboQuant_prod (QJL) at equal bits\n")
@@ -147,10 +140,8 @@ def main():
     out.append("|---|" + "---|" * len(e))
     out.append("| tq2_5 | " + " | ".join(f"{x:.2f}" for x in e) + " |")
     out.append("| centered | " + " | ".join(f"{x:.2f}" for x in ec) + " |")
-    out.append(f"\n({time.time() - t0:.0f} s)\n")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(out))
-    print("\n".join(out))
+    out.append(f"\n({time.time() - t0:.0f} s)")
+    ab.write_report(a.out, out)
 
 
 if __name__ == "__main__":

@@ -47,12 +47,7 @@ def main():
     ap.add_argument("--tokens-from", help="a llama-perplexity --kl-divergence-base file: its chunks (the model's "
                                           "own tokenizer, llama-perplexity's chunking) instead of greedy tokenization")
     a = ap.parse_args()
-    model = a.model
-    if model is None:
-        model = str(root / "out" / "SmolLM2-135M-Instruct.Q4_1.tq.gguf")
-        if not Path(model).exists():
-            Path(model).parent.mkdir(parents=True, exist_ok=True)
-            prepare.prepare_file(str(assets.default_model()), model, prepare.DEFAULT_SEED, ["tq2_5", "tq3_5"])
+    model = a.model or ab.default_model(root / "out")
     meta = metadata.read(read_header(model))
     text = Path(assets.eval_text()).read_text()
     t0 = time.time()
@@ -113,24 +108,18 @@ def main():
         note = f" + 128 tokens at f16: {b + 128 * (16 - b) / 4096:.2f} at 4K, {b + 128 * (16 - b) / 32768:.2f} at 32K" if c.window else ""
         out.append(f"| {c.name} | {b:.2f}{note} | {r.kld:.4f} ± {r.kld_sem:.4f} | {100 * r.same_top1:.1f}% |")
     kld = {c.name: r.kld for c, r in zip(caches, results)}
-    if not {"plain mse 2 bits", "plain mse 3 bits", "plain mse 4 bits"} <= kld.keys():
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text("\n".join(out) + "\n")
-        print("\n".join(out))
-        return
-    b2, b3, b4 = (bits(V("", "plain", n), d) for n in (2, 3, 4))
-    interp = lambda lo, hi, blo, bhi, b: float(np.exp(np.interp(b, [blo, bhi], [np.log(kld[lo]), np.log(kld[hi])])))
-    p275 = interp("plain mse 2 bits", "plain mse 3 bits", b2, b3, 2.75)
-    p375 = interp("plain mse 3 bits", "plain mse 4 bits", b3, b4, 3.75)
-    out.append(f"\nThe plain configuration at the TQ types' bits (log-linear between its integer bit widths): "
-               f"{p275:.4f} at 2.75 bits/value, {p375:.4f} at 3.75.")
-    for name, ref in (("tq2_5", p275), ("tq2_5, K centered", p275), ("tq2_5, K centered on the packaged text", p275),
-                      ("tq3_5", p375), ("tq3_5, K centered", p375), ("tq3_5, K centered on the packaged text", p375)):
-        out.append(f"- {name}: {kld[name]:.4f}, {100 * (1 - kld[name] / ref):+.0f}% lower than plain at the same bits")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(out) + "\n")
-    print("\n".join(out))
-
+    if {"plain mse 2 bits", "plain mse 3 bits", "plain mse 4 bits"} <= kld.keys():
+        b2, b3, b4 = (bits(V("", "plain", n), d) for n in (2, 3, 4))
+        interp = lambda lo, hi, blo, bhi, b: float(np.exp(np.interp(b, [blo, bhi], [np.log(kld[lo]), np.log(kld[hi])])))
+        p275 = interp("plain mse 2 bits", "plain mse 3 bits", b2, b3, 2.75)
+        p375 = interp("plain mse 3 bits", "plain mse 4 bits", b3, b4, 3.75)
+        out.append(f"\nThe plain configuration at the TQ types' bits (log-linear between its integer bit widths): "
+                   f"{p275:.4f} at 2.75 bits/value, {p375:.4f} at 3.75.")
+        for name, ref in (("tq2_5", p275), ("tq2_5, K centered", p275), ("tq2_5, K centered on the packaged text", p275),
+                          ("tq3_5", p375), ("tq3_5, K centered", p375), ("tq3_5, K centered on the packaged text", p375)):
+            if name in kld:
+                out.append(f"- {name}: {kld[name]:.4f}, {100 * (1 - kld[name] / ref):+.0f}% lower than plain at the same bits")
+    ab.write_report(a.out, out)
 
 if __name__ == "__main__":
     main()

@@ -51,6 +51,11 @@ class Context:
     rope_units: list = field(default_factory=list)
 
 
+def _units(kind: str, d: int, ctx: Context) -> list:
+    """The channel groups an outlier choice takes whole: RoPE pairs for K, single channels for V."""
+    return ctx.rope_units if kind == "k" else [(c,) for c in range(d)]
+
+
 def _tq_roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Context) -> np.ndarray:
     from . import _core
 
@@ -58,8 +63,7 @@ def _tq_roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx:
     if v.outliers == "weights":
         o = ctx.weight_outliers[kind][il, h]
     elif v.outliers == "calib":
-        units = ctx.rope_units if kind == "k" else [(c,) for c in range(d)]
-        o = outl.choose((rows.astype(np.float64) ** 2).mean(0), units, d // 4)
+        o = outl.choose((rows.astype(np.float64) ** 2).mean(0), _units(kind, d, ctx), d // 4)
     else:
         o = np.sort(np.random.default_rng(1000 * il + h).choice(d, d // 4, replace=False)).astype(np.int32)
     seed = int(ctx.seeds[kind][il if v.per_layer_seed else 0])
@@ -94,15 +98,12 @@ def roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Con
         # the outlier split in general form: `share` channels of largest energy at bits_hi, the
         # rest at `bits`, each group rotated (Hadamard for powers of two, else Haar) with its own norm
         d = rows.shape[1]
-        units = ctx.rope_units if kind == "k" else [(c,) for c in range(d)]
-        o = outl.choose((x ** 2).mean(0), units, v.share)
+        o = outl.choose((x ** 2).mean(0), _units(kind, d, ctx), v.share)
         rest = np.setdiff1d(np.arange(d), o)
         out = np.empty_like(x)
         seed = rotation.subseed(int(ctx.seeds[kind][il]), h)
         for g, (chan, b) in enumerate(((o, v.bits_hi), (rest, v.bits))):
-            n = len(chan)
-            rot = rotation.hadamard(n, seed + g) if rotation.is_power_of_two(n) else rotation.haar(n, seed + g)
-            q = reference.MSEQuantizer(n, b, rot)
+            q = reference.MSEQuantizer(len(chan), b, _plain_rotation(v, len(chan), seed + g))
             out[:, chan] = q.dequantize(*q.quantize(x[:, chan]))
     elif v.kind == "prod":
         # the unbiased reconstruction: x_mse + ||r|| sqrt(pi/2) / d * S^T sign(S r)
@@ -127,3 +128,25 @@ def layer_error(layer: LayerKV, v_k: Variant | None, v_v: Variant | None, il: in
 def errors(layers: list[LayerKV], v_k: Variant | None, v_v: Variant | None, ctx: Context) -> np.ndarray:
     return np.array([layer_error(l, v_k, v_v, il, ctx) for il, l in enumerate(layers)])
 
+
+def default_model(out_dir) -> str:
+    """The studies' default model: SmolLM2-135M prepared with data-free metadata, made once in
+    out_dir (the tables read only its seeds and outlier channels)."""
+    from pathlib import Path
+
+    from . import assets, prepare
+
+    model = Path(out_dir) / "SmolLM2-135M-Instruct.Q4_1.tq.gguf"
+    if not model.exists():
+        model.parent.mkdir(parents=True, exist_ok=True)
+        prepare.prepare_file(str(assets.default_model()), str(model), prepare.DEFAULT_SEED, ["tq2_5", "tq3_5"])
+    return str(model)
+
+
+def write_report(path, lines: list[str]) -> None:
+    """A study's markdown: written to path and printed."""
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

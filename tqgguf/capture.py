@@ -95,15 +95,19 @@ class Model:
     def neox(self) -> bool:
         return self.arch == "qwen2"
 
+    @functools.cached_property
+    def tensors(self) -> dict:
+        return {t.name: t for t in self.reader.tensors}
+
     def has(self, name: str) -> bool:
-        return any(t.name == name for t in self.reader.tensors)
+        return name in self.tensors
 
     def w(self, name: str) -> np.ndarray:
         if name in self.cache:
             return self.cache[name]
         from gguf.quants import dequantize
 
-        t = next(t for t in self.reader.tensors if t.name == name)
+        t = self.tensors[name]
         a = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
         a = a.reshape(int(t.shape[1]), int(t.shape[0])) if len(t.shape) > 1 else a.ravel()
         if self.keep_weights:
