@@ -77,6 +77,12 @@ def _rope(x: np.ndarray, base: float, neox: bool = False) -> np.ndarray:
 ARCHS = ("llama", "qwen2")
 
 
+class UnsupportedArchitecture(ValueError):
+    def __init__(self, arch: str):
+        super().__init__(f"the numpy forward pass supports the {' and '.join(ARCHS)} architectures, not {arch}")
+        self.arch = arch
+
+
 @dataclass
 class Model:
     """A llama/qwen2 GGUF's shape and weights (dequantized to f32 on use; kept if keep_weights)."""
@@ -121,7 +127,7 @@ def load(path: str, keep_weights: bool = True) -> Model:
     r = gguf.GGUFReader(path)
     arch = _str(r, "general.architecture")
     if arch not in ARCHS:
-        raise ValueError(f"the numpy forward pass supports the {' and '.join(ARCHS)} architectures, not {arch}")
+        raise UnsupportedArchitecture(arch)
     vocab_field = r.fields["tokenizer.ggml.tokens"]
     return Model(r, arch,
                  n_layer=int(_field(r, f"{arch}.block_count")[0]),

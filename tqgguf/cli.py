@@ -86,22 +86,17 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
         with click.progressbar(length=length, label=label, file=sys.stderr, hidden=quiet) as b:
             yield b.update
 
-    text = None
-    if center_k:
-        arch = prep.model_shape(prep.read_model_header(model)).arch
-        why = None
-        if not prep.can_center(arch):
-            why = f"this version has a numpy forward pass for llama and qwen2, not {arch}"
-        else:
-            text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace")
-            n = prep.calibration_tokens(model, text, calibration_tokens)
-            if n < prep.MIN_CENTER_TOKENS:
-                why, text = f"the calibration text gives {n} tokens with the model's vocabulary", None
-        if why and calibration:
-            raise UserError(f"--calibration: cannot center K: {why}")
-        if why and not quiet:
+    def skip_center(why):
+        if not quiet:
             click.echo(f"tqgguf: note: no K centering ({why}); the metadata stays data-free", err=True)
-    prep.prepare_file(model, dst, seed, types, bar, center_text=text, center_tokens=calibration_tokens)
+
+    text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace") if center_k else None
+    try:
+        # the packaged text steps aside where centering cannot run; a text asked for does not
+        prep.prepare_file(model, dst, seed, types, bar, center_text=text, center_tokens=calibration_tokens,
+                          skip_center=None if calibration else skip_center)
+    except prep.CalibrationError as e:
+        raise UserError(f"--calibration: {e}") from None
     click.echo(dst)
 
 

@@ -174,36 +174,33 @@ CENTER_TOKENS = 1024
 MIN_CENTER_TOKENS = 16
 
 
-def can_center(arch: str) -> bool:
-    """K centers need the numpy forward pass (capture.py), which knows these architectures."""
-    from . import capture
+class CalibrationError(PrepareError):
+    """K centering cannot run on this model with this text; ``why`` says why in a few words."""
 
-    return arch in capture.ARCHS
-
-
-def calibration_tokens(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> int:
-    """How many tokens (at most n_tokens) ``text`` gives with the model's vocabulary."""
-    from . import capture
-
-    return len(capture.tokenize_greedy(capture.load(path, keep_weights=False).vocab, text, n_tokens))
+    def __init__(self, why: str):
+        super().__init__(f"cannot center K: {why}")
+        self.why = why
 
 
-def k_centers(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> np.ndarray:
-    """The mean K row (after RoPE) of each layer and KV head over ``text``: (n_layer, n_kv_head, d).
-
-    Calibrated, not data-free: a numpy forward pass of the model (capture.py, f32, one weight
-    dequantized at a time). The cache then stores T (k - mu); softmax ignores the shift.
-    """
+def _calibration(path: str, text: str, n_tokens: int):
+    """The model (weights not yet read) and the tokens K centering will run on, or CalibrationError
+    where the forward pass does not know the architecture or the text gives too few tokens."""
     from . import capture
 
     try:
         m = capture.load(path, keep_weights=False)
-    except ValueError as e:
-        raise PrepareError(f"K centering: {e}") from None
+    except capture.UnsupportedArchitecture as e:
+        raise CalibrationError(f"this version has a numpy forward pass for {' and '.join(capture.ARCHS)}, "
+                               f"not {e.arch}") from None
     ids = capture.tokenize_greedy(m.vocab, text, n_tokens)
     if len(ids) < MIN_CENTER_TOKENS:
-        raise PrepareError(f"K centering: the calibration text gives {len(ids)} tokens with this model's "
-                           f"vocabulary, at least {MIN_CENTER_TOKENS} needed")
+        raise CalibrationError(f"the calibration text gives {len(ids)} tokens with the model's vocabulary")
+    return m, ids
+
+
+def _k_means(m, ids: list[int]) -> np.ndarray:
+    from . import capture
+
     means = []
 
     def attend(il, q, k, v):
@@ -214,19 +211,40 @@ def k_centers(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> np.ndarray
     return np.stack(means).astype(np.float32)
 
 
+def k_centers(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> np.ndarray:
+    """The mean K row (after RoPE) of each layer and KV head over ``text``: (n_layer, n_kv_head, d).
+
+    Calibrated, not data-free: a numpy forward pass of the model (capture.py, f32, one weight
+    dequantized at a time). The cache then stores T (k - mu); softmax ignores the shift.
+    Raises CalibrationError where it cannot run (see _calibration).
+    """
+    return _k_means(*_calibration(path, text, n_tokens))
+
+
 def prepare_file(src: str, dst: str, seed: int, types: list[str], progress=_no_progress,
-                 center_text: str | None = None, center_tokens: int = CENTER_TOKENS) -> None:
+                 center_text: str | None = None, center_tokens: int = CENTER_TOKENS,
+                 skip_center=None) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
-    ``center_text``: calibration text for the optional K centering (turboquant.k.center).
+    ``center_text``: calibration text for the K centering (turboquant.k.center). Where it cannot
+    run (CalibrationError), ``skip_center(why)`` is called and the metadata stays data-free; with
+    no skip_center the error propagates.
     """
     hdr = read_model_header(src)
+    calibration = None
+    if center_text is not None:  # refuse (or step aside) before any work
+        try:
+            calibration = _calibration(src, center_text, center_tokens)
+        except CalibrationError as e:
+            if skip_center is None:
+                raise
+            skip_center(e.why)
     with progress("choosing outlier channels", model_shape(hdr).n_layer) as update:
         meta = build_metadata(src, hdr, seed, types, update)
-    if center_text is not None:
+    if calibration is not None:
         with progress("calibrating K centers", 1) as update:
-            meta.k_center = k_centers(src, center_text, center_tokens)
+            meta.k_center = _k_means(*calibration)
             update(1)
     with progress("writing " + os.path.basename(dst), hdr.file_size - hdr.data_offset) as update:
         write_atomic(src, dst, with_metadata(hdr, meta), hdr, update)
