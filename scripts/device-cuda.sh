@@ -33,7 +33,10 @@ test)
     # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
     grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
-    # the TQ chains of test_tq_attn_chain / test_tq_set_rows_chain with the CUDA fusion on (tq-fuse.cu)
+    # the TQ transforms alone (tq-transform.cu) and the chains of test_tq_attn_chain /
+    # test_tq_set_rows_chain, with the CUDA fusion of tq-fuse.cu off and on
+    GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 -o MUL_MAT,RESHAPE,SET_ROWS -p 'n_kv_head' > "$out/tbo-chains.log" 2>&1 || true
+    grep -a -E "FAIL|tests passed" "$out/tbo-chains.log" | tail -5 || true
     GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 -o RESHAPE,SET_ROWS -p 'out_transform|offset' > "$out/tbo-fused.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-fused.log" | tail -5 || true
     # memcheck over the TQ kernels: every quantize/get-rows case and every decode-kernel case at
@@ -47,10 +50,12 @@ test)
     fi
     ;;
 perf)
-    # the decode attention op alone (Llama-3-8B's shape), every cache type in one run
-    "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT,MUL_MAT -p 'nh=8,nr23=\[4,1\],kv=(16384|65536)|m=128,n=1,k=128,bs=\[8,1\],nr=\[4,1\]' \
+    # the decode attention op alone (Llama-3-8B's shape), every cache type in one run; the TQ
+    # transform of one token (hinted, and the same product unhinted); a cache's conversion to f16
+    "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT,MUL_MAT,CPY \
+        -p 'nh=8,nr23=\[4,1\],kv=(16384|65536)|m=128,n=1,k=128,bs=\[8,1\],nr=\[4,1\]|d=128,n_kv_head=8|ne_src=\[1024,16384' \
         > "$out/perf.log" 2>&1 || true
-    grep -a -E "FLASH_ATTN_EXT|MUL_MAT" "$out/perf.log" | grep -a "us/run" | sed -E 's/ +/ /g' || tail -20 "$out/perf.log"
+    grep -a -E "FLASH_ATTN_EXT|MUL_MAT|CPY" "$out/perf.log" | grep -a "us/run" | sed -E 's/ +/ /g' || tail -20 "$out/perf.log"
     ;;
 ppl)
     # a real model (make-device-src.sh: SmolLM2-135M, first 14 layers, Q4_0): f16-cache logits on one

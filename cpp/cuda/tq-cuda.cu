@@ -34,50 +34,74 @@ static __device__ __forceinline__ void tq_lut_to_shared(const tq_lut & lut, floa
     __syncthreads();
 }
 
-// 16 values (quarter q of a block: the hi group, or a third of the lo group) into y[0..16).
-template <ggml_type T, typename dst_t>
-static __device__ __forceinline__ void tq_dequantize_quarter(const uint8_t * blk, int q, const float (*lut)[16], dst_t * y, int64_t sy0) {
-    const float d = tq_scale_at(blk, q == 0);
+// 8 consecutive values (eighth u of a block: slots 8u .. 8u + 7, all of one group) into y.
+// Stored as one 16-byte (f16) or two (f32) vectors when y allows: the conversions feed
+// prefill's flash attention with the whole cache, and 2-byte stores scattered over a warp
+// cost many times the bytes they write.
+template <ggml_type T, typename dst_t, bool vec>
+static __device__ __forceinline__ void tq_dequantize_eighth(const uint8_t * blk, int u, const float (*lut)[16], dst_t * y) {
+    const int hi = u < TQ_HI / 8;
+    const float d = tq_scale_at(blk, hi);
+    dst_t v[8];
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-        const tq_slot s = tq_slot_of<T>(16 * q + i);
-        y[i * sy0] = ggml_cuda_cast<dst_t>(d * lut[s.hi ? 0 : 1][tq_code_at(blk, s)]);
+    for (int i = 0; i < 8; ++i) {
+        const tq_slot s = tq_slot_of<T>(8 * u + i);
+        v[i] = ggml_cuda_cast<dst_t>(d * lut[hi ? 0 : 1][tq_code_at(blk, s)]);
+    }
+    if constexpr (vec) {
+#pragma unroll
+        for (int i = 0; i < (int) sizeof(v) / 16; ++i) {
+            ((uint4 *) y)[i] = ((const uint4 *) v)[i];
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            y[i] = v[i];
+        }
     }
 }
 
-// One thread per quarter block. Rows (i1, i2, i3) of x at byte strides sx*, of y at element
-// strides sy* (y's values contiguous within a row).
-template <ggml_type T, typename dst_t>
+// One thread per eighth block, consecutive threads on consecutive eighths of a row. Rows (i1,
+// i2, i3) of x at byte strides sx*, of y at element strides sy* (y's values contiguous within a row).
+template <ggml_type T, typename dst_t, bool vec>
 static __global__ void k_tq_dequantize(const char * x, dst_t * y, const int64_t nblk, const int64_t ne1, const int64_t ne2, const int64_t ne3,
                                        const int64_t sx1, const int64_t sx2, const int64_t sx3,
                                        const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
     __shared__ float slut[2][16];
     tq_lut_to_shared(lut, slut);
     const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= 4 * nblk * ne1 * ne2 * ne3) {
+    if (i >= 8 * nblk * ne1 * ne2 * ne3) {
         return;
     }
-    const int q = i % 4;
-    int64_t r = i / 4;
+    const int u = i % 8;
+    int64_t r = i / 8;
     const int64_t b = r % nblk; r /= nblk;
     const int64_t i1 = r % ne1; r /= ne1;
     const int64_t i2 = r % ne2;
     const int64_t i3 = r / ne2;
     const uint8_t * blk = (const uint8_t *) x + i1 * sx1 + i2 * sx2 + i3 * sx3 + b * tq_layout<T>::bytes;
-    tq_dequantize_quarter<T>(blk, q, slut, y + i1 * sy1 + i2 * sy2 + i3 * sy3 + b * TQ_BLOCK + 16 * q, 1);
+    tq_dequantize_eighth<T, dst_t, vec>(blk, u, slut, y + i1 * sy1 + i2 * sy2 + i3 * sy3 + b * TQ_BLOCK + 8 * u);
 }
 
 template <ggml_type T, typename dst_t>
 static void tq_dequantize_cuda(const void * x, dst_t * y, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
                                int64_t sx1, int64_t sx2, int64_t sx3, int64_t sy1, int64_t sy2, int64_t sy3, cudaStream_t stream) {
     GGML_ASSERT(ne0 % TQ_BLOCK == 0);
-    const int64_t n = 4 * (ne0 / TQ_BLOCK) * ne1 * ne2 * ne3;
+    const int64_t n = 8 * (ne0 / TQ_BLOCK) * ne1 * ne2 * ne3;
     if (n == 0) {
         return;
     }
     const int64_t nb = (n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS;
-    k_tq_dequantize<T, dst_t><<<nb, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, ne0 / TQ_BLOCK, ne1, ne2, ne3,
-        sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
+    // 8 values of f16 or f32 are whole 16-byte vectors when y and every row start are 16-byte aligned
+    const bool vec = (uintptr_t) y % 16 == 0 && (sy1 * sizeof(dst_t)) % 16 == 0 && (sy2 * sizeof(dst_t)) % 16 == 0 &&
+                     (sy3 * sizeof(dst_t)) % 16 == 0;
+    if (vec) {
+        k_tq_dequantize<T, dst_t, true><<<nb, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, ne0 / TQ_BLOCK, ne1, ne2, ne3,
+            sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
+    } else {
+        k_tq_dequantize<T, dst_t, false><<<nb, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, ne0 / TQ_BLOCK, ne1, ne2, ne3,
+            sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
+    }
 }
 
 template <ggml_type T> void ggml_cuda_tq_to_fp16(const void * x, half * y, int64_t k, cudaStream_t stream) {
@@ -107,7 +131,7 @@ TQ_INSTANTIATE_CONVERT(GGML_TYPE_TQ3_5)
 
 // ---- GET_ROWS ------------------------------------------------------------------------
 
-// dst row (i10, i11, i12) = src0 row (idx[i10, i11, i12], i11, i12); one thread per quarter block.
+// dst row (i10, i11, i12) = src0 row (idx[i10, i11, i12], i11, i12); one thread per eighth block.
 template <ggml_type T, typename dst_t>
 static __global__ void k_tq_get_rows(const char * x, const int32_t * idx, dst_t * y, const int64_t nblk,
                                      const int64_t ne10, const int64_t ne11, const int64_t ne12,
@@ -117,24 +141,24 @@ static __global__ void k_tq_get_rows(const char * x, const int32_t * idx, dst_t 
     __shared__ float slut[2][16];
     tq_lut_to_shared(lut, slut);
     const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= 4 * nblk * ne10 * ne11 * ne12) {
+    if (i >= 8 * nblk * ne10 * ne11 * ne12) {
         return;
     }
-    const int q = i % 4;
-    int64_t r = i / 4;
+    const int u = i % 8;
+    int64_t r = i / 8;
     const int64_t b = r % nblk; r /= nblk;
     const int64_t i10 = r % ne10; r /= ne10;
     const int64_t i11 = r % ne11;
     const int64_t i12 = r / ne11;
     const int64_t row = idx[i10 * si0 + i11 * si1 + i12 * si2];
     const uint8_t * blk = (const uint8_t *) x + row * sx1 + i11 * sx2 + i12 * sx3 + b * tq_layout<T>::bytes;
-    tq_dequantize_quarter<T>(blk, q, slut, y + i10 * sy1 + i11 * sy2 + i12 * sy3 + b * TQ_BLOCK + 16 * q, 1);
+    tq_dequantize_eighth<T, dst_t, false>(blk, u, slut, y + i10 * sy1 + i11 * sy2 + i12 * sy3 + b * TQ_BLOCK + 8 * u);
 }
 
 template <ggml_type T, typename dst_t>
 static void tq_get_rows_cuda(const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst, cudaStream_t stream) {
     const int64_t nblk = src0->ne[0] / TQ_BLOCK;
-    const int64_t n = 4 * nblk * src1->ne[0] * src1->ne[1] * src1->ne[2];
+    const int64_t n = 8 * nblk * src1->ne[0] * src1->ne[1] * src1->ne[2];
     if (n == 0) {
         return;
     }
@@ -170,7 +194,7 @@ k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nbl
               const int64_t ss0, const int64_t ss1, const int64_t ss2, const int64_t ss3,
               const int64_t sd1, const int64_t sd2, const int64_t sd3,
               const int64_t ni1, const int64_t ni2, const int64_t si0, const int64_t si1, const int64_t si2,
-              const tq_codebooks cb, const float * tr, const float * off, const int d) {
+              const tq_codebooks cb) {
     __shared__ uint8_t codes[TQ_QUANT_WARPS][TQ_BLOCK];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t i = (int64_t) blockIdx.x * TQ_QUANT_WARPS + warp;
@@ -184,34 +208,15 @@ k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nbl
     const int64_t i3 = r / ne2;
     const int64_t row = idx ? (int64_t) idx[i1 * si0 + (i2 % ni1) * si1 + (i3 % ni2) * si2] : i1;
 
-    float v0, v1;
-    if (tr) {
-        // fused (tq-fuse.cu): the block's values are rows of its head's transform times the
-        // head's f32 input (+ the K centering offset)
-        const int64_t e0 = b * TQ_BLOCK, h = e0 / d, o0 = e0 % d;
-        const float4 * x = (const float4 *) (src + i1 * ss1 + i2 * ss2 + i3 * ss3) + h * d / 4;
-        const float4 * t0 = (const float4 *) (tr + (h * d + o0 + lane) * d);
-        const float4 * t1 = (const float4 *) (tr + (h * d + o0 + lane + 32) * d);
-        float a0 = 0.0f, a1 = 0.0f;
-        for (int k = 0; k < d / 4; ++k) {
-            const float4 xv = x[k], p0 = t0[k], p1 = t1[k];
-            a0 += p0.x * xv.x + p0.y * xv.y + p0.z * xv.z + p0.w * xv.w;
-            a1 += p1.x * xv.x + p1.y * xv.y + p1.z * xv.z + p1.w * xv.w;
-        }
-        v0 = a0 + (off ? off[h * d + o0 + lane] : 0.0f);
-        v1 = a1 + (off ? off[h * d + o0 + lane + 32] : 0.0f);
-    } else {
-        const char * s = src + i1 * ss1 + i2 * ss2 + i3 * ss3 + b * TQ_BLOCK * ss0;
-        v0 = ggml_cuda_cast<float>(*(const src_t *) (s + lane * ss0));
-        v1 = ggml_cuda_cast<float>(*(const src_t *) (s + (lane + 32) * ss0));
-    }
+    const char * s = src + i1 * ss1 + i2 * ss2 + i3 * ss3 + b * TQ_BLOCK * ss0;
+    const float v0 = ggml_cuda_cast<float>(*(const src_t *) (s + lane * ss0));
+    const float v1 = ggml_cuda_cast<float>(*(const src_t *) (s + (lane + 32) * ss0));
     uint8_t * blk = (uint8_t *) dst + row * sd1 + i2 * sd2 + i3 * sd3 + b * tq_layout<T>::bytes;
     tq_quantize_block_warp<T>(v0, v1, cb, codes[warp], blk);
 }
 
 template <ggml_type T, typename src_t, typename idx_t>
-static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream,
-                             const ggml_cuda_tq_fused * fused = nullptr) {
+static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const ggml_tensor * idx, cudaStream_t stream) {
     const int64_t nblk = src->ne[0] / TQ_BLOCK;
     const int64_t n = nblk * src->ne[1] * src->ne[2] * src->ne[3];
     if (n == 0) {
@@ -224,10 +229,7 @@ static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const g
         dst->nb[1], dst->nb[2], dst->nb[3],
         idx ? idx->ne[1] : 1, idx ? idx->ne[2] : 1,
         idx ? idx->nb[0] / is : 0, idx ? idx->nb[1] / is : 0, idx ? idx->nb[2] / is : 0,
-        *ggml_tq_codebooks(T),
-        fused ? (const float *) fused->t_in->data : nullptr,
-        fused && fused->offset ? (const float *) fused->offset->data : nullptr,
-        fused ? (int) fused->t_in->ne[0] : 0);
+        *ggml_tq_codebooks(T));
 }
 
 template <ggml_type T, typename idx_t>
@@ -258,22 +260,58 @@ void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * 
     }
 }
 
+// Fused (tq-fuse.cu): SET_ROWS of one token's T x (+ the K centering offset) into row idx[0].
+// One warp per block of 64 values: its two 32-row halves of the head's T x come out of
+// tq_warp_rows_dot with row o0 + l in lane l, which is the slot layout the quantizer takes.
+template <ggml_type T, typename idx_t, int D>
+static __global__ void __launch_bounds__(32 * TQ_QUANT_WARPS)
+k_tq_quantize_transformed(const float * tr, const float * x, const float * off, char * dst, const idx_t * idx,
+                          const int64_t sd1, const int64_t nblk, const tq_codebooks cb) {
+    __shared__ uint8_t codes[TQ_QUANT_WARPS][TQ_BLOCK];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t b = (int64_t) blockIdx.x * TQ_QUANT_WARPS + warp;
+    if (b >= nblk) {
+        return; // a whole warp leaves together
+    }
+    const int64_t h = b * TQ_BLOCK / D, o0 = b * TQ_BLOCK % D;
+    float xl[D / 32];
+    tq_load_lane<D / 32>(x + h * D + lane * (D / 32), xl);
+    const float * rows = tr + (h * D + o0) * D;
+    float v0 = tq_warp_rows_dot<D>(rows, xl, lane);
+    float v1 = tq_warp_rows_dot<D>(rows + 32 * D, xl, lane);
+    if (off) {
+        v0 += off[h * D + o0 + lane];
+        v1 += off[h * D + o0 + lane + 32];
+    }
+    tq_quantize_block_warp<T>(v0, v1, cb, codes[warp], (uint8_t *) dst + (int64_t) idx[0] * sd1 + b * tq_layout<T>::bytes);
+}
+
+template <ggml_type T, typename idx_t>
+static void tq_quantize_transformed_cuda(const ggml_cuda_tq_fused & m, cudaStream_t stream) {
+    const ggml_tensor * sr = m.set_rows;
+    const int d = (int) m.t_in->ne[0];
+    const int64_t nblk = sr->src[0]->ne[0] / TQ_BLOCK;
+    const idx_t * idx = (const idx_t *) sr->src[1]->data;
+    char * dst = (char *) sr->data; // row idx[0], read by the kernel (the index lives on the device)
+    const float * tr = (const float *) m.t_in->data;
+    const float * x = (const float *) m.x->data;
+    const float * off = m.offset ? (const float *) m.offset->data : nullptr;
+    const int grid = (int) ((nblk + TQ_QUANT_WARPS - 1) / TQ_QUANT_WARPS);
+    const tq_codebooks cb = *ggml_tq_codebooks(T);
+    switch (d) {
+        case 64:  k_tq_quantize_transformed<T, idx_t, 64><<<grid, 32 * TQ_QUANT_WARPS, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], nblk, cb); break;
+        case 128: k_tq_quantize_transformed<T, idx_t, 128><<<grid, 32 * TQ_QUANT_WARPS, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], nblk, cb); break;
+        default:  k_tq_quantize_transformed<T, idx_t, 256><<<grid, 32 * TQ_QUANT_WARPS, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], nblk, cb); break;
+    }
+}
+
 void ggml_cuda_tq_set_rows_transformed(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m) {
-    // the set_rows geometry (one row of n_kv_head * d values) with the transform's input as the
-    // source data: the kernel reads x, not the (never computed) transformed values
-    ggml_tensor src = *m.set_rows->src[0];
-    src.data = m.x->data;
-    src.view_src = nullptr;
-    ggml_tensor * dst = const_cast<ggml_tensor *>(m.set_rows);
-    const ggml_tensor * idx = m.set_rows->src[1];
+    const bool i64 = m.set_rows->src[1]->type == GGML_TYPE_I64;
     cudaStream_t stream = ctx.stream();
-    const bool i64 = idx->type == GGML_TYPE_I64;
-    if (dst->type == GGML_TYPE_TQ2_5) {
-        i64 ? tq_quantize_cuda<GGML_TYPE_TQ2_5, float, int64_t>(&src, dst, idx, stream, &m)
-            : tq_quantize_cuda<GGML_TYPE_TQ2_5, float, int32_t>(&src, dst, idx, stream, &m);
+    if (m.set_rows->type == GGML_TYPE_TQ2_5) {
+        i64 ? tq_quantize_transformed_cuda<GGML_TYPE_TQ2_5, int64_t>(m, stream) : tq_quantize_transformed_cuda<GGML_TYPE_TQ2_5, int32_t>(m, stream);
     } else {
-        i64 ? tq_quantize_cuda<GGML_TYPE_TQ3_5, float, int64_t>(&src, dst, idx, stream, &m)
-            : tq_quantize_cuda<GGML_TYPE_TQ3_5, float, int32_t>(&src, dst, idx, stream, &m);
+        i64 ? tq_quantize_transformed_cuda<GGML_TYPE_TQ3_5, int64_t>(m, stream) : tq_quantize_transformed_cuda<GGML_TYPE_TQ3_5, int32_t>(m, stream);
     }
 }
 

@@ -24,6 +24,11 @@ template <ggml_type T> void ggml_cuda_tq_to_fp16_nc_t(const void * x, half * y, 
 template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
                              int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream);
 
+// The per-head TQ transform of one token (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM, f32,
+// [d, d, n_kv_head] x [d, 1, n_head]) as 32-row warp products (tq-transform.cu).
+bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst);
+void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, ggml_tensor * dst);
+
 // A chain of graph nodes that one TQ kernel computes at decode (tq-fuse.cu): a TQ transform
 // (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused into the attention or the quantizer.
 struct ggml_cuda_tq_fused {

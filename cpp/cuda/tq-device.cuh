@@ -71,24 +71,58 @@ struct tq_lut {
     float c[2][16];
 };
 
-// A whole block in registers: tq_layout<T>::bytes / 2 two-byte words (blocks are 2-byte
-// aligned). Fully unrolled over slots, every word index and shift in tq_code_in_words is a
-// constant and the bytes never leave registers.
-template <ggml_type T>
-static __device__ __forceinline__ void tq_load_words(const uint8_t * blk, uint16_t * w) {
+// ---- per-head transforms: a warp's 32 rows of T x ------------------------------------------
+//
+// Lane l takes D/32 consecutive columns of each of the 32 rows (one coalesced load per row, all
+// independent), so the 32 row sums end up spread over the lanes; a transposing reduction
+// (16 + 8 + 4 + 2 + 1 shuffles instead of 32 x 5) leaves row l's sum in lane l.
+
+template <int E> struct tq_lane_vec;
+template <> struct tq_lane_vec<2> { using type = float2; };
+template <> struct tq_lane_vec<4> { using type = float4; };
+template <> struct tq_lane_vec<8> { struct type { float4 a, b; }; };
+
+template <int E>
+static __device__ __forceinline__ void tq_load_lane(const float * p, float (&v)[E]) {
+    const typename tq_lane_vec<E>::type w = *(const typename tq_lane_vec<E>::type *) p;
+    memcpy(v, &w, sizeof(v));
+}
+
+// One step of the transposing reduction: after the step of offset O, value i of a lane is row
+// (its lane bits above O) * 2O + i, summed over the lanes that differ from it in bit O and below.
+template <int O>
+static __device__ __forceinline__ void tq_transpose_reduce(float (&s)[32], const int lane) {
+    const bool upper = lane & O;
 #pragma unroll
-    for (int i = 0; i < tq_layout<T>::bytes / 2; ++i) {
-        w[i] = ((const uint16_t *) blk)[i];
+    for (int i = 0; i < O; ++i) {
+        const float send = upper ? s[i] : s[i + O];
+        const float keep = upper ? s[i + O] : s[i];
+        s[i] = keep + __shfl_xor_sync(0xffffffff, send, O);
     }
 }
 
-// The code of slot q from a block's words (tq_load_words).
-static __device__ __forceinline__ int tq_code_in_words(const uint16_t * w, const tq_slot & q) {
-    int c = (w[q.a_off >> 1] >> (8 * (q.a_off & 1) + q.a_shift)) & q.a_mask;
-    if (q.b_off >= 0) {
-        c |= ((w[q.b_off >> 1] >> (8 * (q.b_off & 1) + q.b_shift)) & 1) << 2;
+// Rows 0..31 of T (D columns, row-major, at `rows`) times x, where xl holds the lane's D/32
+// consecutive elements of x (columns lane * D/32 ...): lane l returns row l's product.
+template <int D>
+static __device__ __forceinline__ float tq_warp_rows_dot(const float * rows, const float (&xl)[D / 32], const int lane) {
+    constexpr int E = D / 32;
+    float s[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+        float tv[E];
+        tq_load_lane<E>(rows + i * D + lane * E, tv);
+        s[i] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+            s[i] = fmaf(tv[e], xl[e], s[i]);
+        }
     }
-    return c;
+    tq_transpose_reduce<16>(s, lane);
+    tq_transpose_reduce<8>(s, lane);
+    tq_transpose_reduce<4>(s, lane);
+    tq_transpose_reduce<2>(s, lane);
+    tq_transpose_reduce<1>(s, lane);
+    return s[0];
 }
 
 // ---- quantization: one warp per block ------------------------------------------------

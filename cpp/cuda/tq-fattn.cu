@@ -34,11 +34,12 @@ bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst) {
 }
 
 // One block per output row (query token, head), a thread per dimension: the splits' weighted
-// sum; with To (fused), then the row times the head's output transform, To[h / gqa] o.
+// sum; with To (fused), then the row times the head's output transform, To[h / gqa] o, as
+// warp products (tq_warp_rows_dot: warp w makes dimensions 32w .. 32w + 31).
 template <int D>
 static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits,
                                         const float * To, const int n_head, const int gqa) {
-    __shared__ float o[D];
+    __shared__ __align__(16) float o[D];
     const int64_t r = (int64_t) blockIdx.x;
     const float2 * m = meta + r * n_splits;
     float mx = -INFINITY;
@@ -61,14 +62,13 @@ static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta,
     }
     o[threadIdx.x] = val;
     __syncthreads();
-    const float4 * t = (const float4 *) (To + ((int64_t) ((r % n_head) / gqa) * D + threadIdx.x) * D);
-    float acc = 0.0f;
-#pragma unroll 8
-    for (int k4 = 0; k4 < D / 4; ++k4) {
-        const float4 tv = t[k4];
-        acc += tv.x * o[4 * k4] + tv.y * o[4 * k4 + 1] + tv.z * o[4 * k4 + 2] + tv.w * o[4 * k4 + 3];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float xl[D / 32];
+#pragma unroll
+    for (int e = 0; e < D / 32; ++e) {
+        xl[e] = o[lane * (D / 32) + e];
     }
-    dst[r * D + threadIdx.x] = acc;
+    dst[r * D + threadIdx.x] = tq_warp_rows_dot<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, xl, lane);
 }
 
 template <int D, ggml_type TK>
@@ -134,6 +134,7 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     p.nbv1 = V->nb[1]; p.nbv2 = V->nb[2]; p.nbv3 = V->nb[3];
     p.nbm1 = mask ? mask->nb[1] : 0; p.nbm3 = mask ? mask->nb[3] : 0;
     p.k_ne3 = K->ne[3]; p.v_ne3 = V->ne[3]; p.mask_ne3 = mask ? mask->ne[3] : 1;
+    p.k_row_bytes = (int) ggml_row_size(K->type, K->ne[0]); p.v_row_bytes = (int) ggml_row_size(V->type, V->ne[0]);
     memcpy(&p.scale, (const float *) dst->op_params + 0, sizeof(float));
     memcpy(&p.softcap, (const float *) dst->op_params + 2, sizeof(float));
     if (p.softcap != 0.0f) {

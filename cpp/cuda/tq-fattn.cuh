@@ -3,14 +3,22 @@
 // Why a kernel of its own: upstream's vector kernel runs one query head per block, so with
 // grouped-query attention every head of a group re-reads and re-decodes the same K/V rows.
 // Here a block owns one KV head and a slice of the KV length, and the "columns" it computes
-// are all (query token, query head) pairs that read that KV head: each K and V row is read
-// from memory and decoded once per block, then used by every column.
+// are all (query token, query head) pairs that read that KV head (at most 8): each K and V
+// row is read and decoded once per block, then used by every column.
+//
+// Both products run on tensor cores (mma m16n8k16, f16 in, f32 accumulate), the columns as the
+// M rows (8 of 16 used). A lane decodes a "quarter" of a block at a time: 16 values as 8 f16
+// pairs, each pair one lookup in a shared table indexed by the two codes' bits as they sit in
+// one plane byte, times the group scale. The pairs go straight into mma fragments; the order
+// of dimensions inside a k-slice is free as long as Q follows it, so no code is ever moved
+// into dimension order.
 //
 //   grid  (n_head_kv, n_splits, n_seq)   block 128 threads = 4 warps, each on its own 32-key tiles
-//   K phase: lane l scores key l of the warp's tile against all columns (Q in shared memory)
-//   softmax: online, per warp and column, across the lanes with shuffles
-//   V phase: the warp walks the tile's keys; a lane decodes D/32 values of each row (a "unit"
-//            whose codes share plane bytes) and accumulates them for every column
+//   K phase: S^T (columns x 32 keys) = Q^T K^T; lane (g, t) decodes quarter t of key g of each
+//            8-key sub-tile, which is its B fragment
+//   softmax: online, per column, across the 4 lanes that hold it
+//   V phase: O^T += P^T V; the C fragments of S^T are P^T's A fragments as they stand; lane
+//            (g, t) decodes its dimensions of keys 2t, 2t+1, 2t+8, 2t+9 and pairs them by key
 // Each block merges its warps and writes unnormalized partial outputs and (max, sum) per
 // column; a second kernel merges the splits.
 #pragma once
@@ -30,6 +38,7 @@ struct tq_fa_params {
     int n_q, n_head, n_head_kv, n_kv, n_splits, kv_per_split, ncols, gqa;
     int64_t nbq1, nbq2, nbq3, nbk1, nbk2, nbk3, nbv1, nbv2, nbv3, nbm1, nbm3;
     int k_ne3, v_ne3, mask_ne3;
+    int k_row_bytes, v_row_bytes; // one head's row of K, of V
     float scale, softcap;
     tq_lut lut_k, lut_v;
     const float * Tq;   // fused Q transform [n_head_kv][D][D] (row i: output i), or null
@@ -44,249 +53,240 @@ int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits
 // The kernels themselves are compiled only in the instance files tq-fattn-k-*.cu.
 #ifdef TQ_FA_DEFINE_KERNELS
 
-// ---- K phase: one lane scores one key against every column --------------------------------
-// Q sits in shared memory transposed, Qt[d][NC] (columns fastest): one vector load serves all
-// columns of a dimension. TQ blocks are scored per group (sum of codebook value x Q) and the
-// group scale is applied once per group.
-
-template <int NC>
-static __device__ __forceinline__ void tq_fma_cols(float (&s)[NC], const float * qt, const float x) {
-    if constexpr (NC % 4 == 0) {
-#pragma unroll
-        for (int c = 0; c < NC; c += 4) {
-            const float4 q = *(const float4 *) (qt + c);
-            s[c] = fmaf(x, q.x, s[c]); s[c + 1] = fmaf(x, q.y, s[c + 1]);
-            s[c + 2] = fmaf(x, q.z, s[c + 2]); s[c + 3] = fmaf(x, q.w, s[c + 3]);
-        }
-    } else {
-        static_assert(NC == 2, "2, 4 or 8 columns");
-        const float2 q = *(const float2 *) qt;
-        s[0] = fmaf(x, q.x, s[0]); s[1] = fmaf(x, q.y, s[1]);
-    }
+// ---- tensor cores ---------------------------------------------------------------------------
+// D = A B + C with A 16x16 (row-major), B 16x8 (column-major), f16 in, f32 accumulate. Lane
+// l = 4g + t holds A rows g and g + 8 at k = 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3); B column
+// g at the same k (b0, b1); C rows g, g + 8 at columns 2t, 2t+1. Rows 8..15 of A (columns 8..15
+// of the attention) are never used, so a1 = a3 = 0 and only c0, c1 are kept.
+static __device__ __forceinline__ void tq_mma(float & c0, float & c1, uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+    float c2 = 0.0f, c3 = 0.0f; // rows 8..15: zero, and dropped
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
 }
 
-template <ggml_type T> struct tq_fa_k {
-    // s[c] += (the 64 values of block b of `row`) . Qt[b*64 .. b*64+63][c]
-    template <int NC>
-    static __device__ __forceinline__ void dot(const char * row, int b, const float (*lut)[16], const float * qt, float (&s)[NC]) {
-        uint16_t w[tq_layout<T>::bytes / 2];
-        tq_load_words<T>((const uint8_t *) row + b * tq_layout<T>::bytes, w);
-        float sh[NC], sl[NC];
+static __device__ __forceinline__ uint32_t tq_h2(float lo, float hi) {
+    const half2 h = __floats2half2_rn(lo, hi);
+    return *(const uint32_t *) &h;
+}
+
+static __device__ __forceinline__ uint32_t tq_h2_mul(uint32_t x, uint32_t s) {
+    const half2 r = __hmul2(*(const half2 *) &x, *(const half2 *) &s);
+    return *(const uint32_t *) &r;
+}
+
+// ---- quarters: 16 values of a block as 8 f16 pairs ---------------------------------------
+// tq_quarter<T>: load(row, b, q) reads what quarter q (0..3) of block b needs; decode() turns
+// it into 8 pairs (half2 bits) with the group scales applied; slot(q, p, e) is the block slot
+// (0..63) of element e of pair p. For the TQ types a quarter is 2 outlier-group pairs and 6
+// rest-group pairs, each pair two codes of one plane byte (docs/format.md); a pair's index
+// into the shared table is the two codes' bits, a | b << bits.
+
+// Index of a pair of 3-bit codes: 2-bit parts at bits 0-1 and 2-3 of a, third bits at bits 0 and 2 of b.
+static __device__ __forceinline__ int tq_pair3(int a, int b) {
+    return (a & 3) | ((b & 1) << 2) | ((a & 0xC) << 1) | ((b & 4) << 3);
+}
+
+// The rest-group pairs (both TQ types): 2-bit plane byte j = 3q + m holds rest slots j, j + 12,
+// j + 24, j + 36 at bits 0, 2, 4, 6; pair 2 + 2m + h takes the two of nibble h.
+static __host__ __device__ __forceinline__ int tq_lo_pair_slot(int q, int p, int e) {
+    const int j = 3 * q + (p - 2) / 2, h = (p - 2) % 2;
+    return TQ_HI + j + 12 * (2 * h + e);
+}
+
+template <ggml_type T> struct tq_quarter;
+
+template <> struct tq_quarter<GGML_TYPE_TQ2_5> {
+    using L = tq_layout<GGML_TYPE_TQ2_5>;
+    static constexpr int hi_bits = 3, lo_bits = 2;
+    struct raw { uint32_t d; int a, b, l[3]; };
+    static __device__ __forceinline__ raw load(const char * row, int blk, int q) {
+        const uint8_t * p = (const uint8_t *) row + blk * L::bytes;
+        raw r;
+        r.d = *(const uint16_t *) p | ((uint32_t) *(const uint16_t *) (p + 2) << 16);
+        r.a = p[L::hi_a + q];                      // outlier slots q + 4k at bits 2k
+        r.b = p[L::hi_b + (q & 1)] >> (q >> 1);     // their third bits at bits 2k
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            sh[c] = 0.0f;
-            sl[c] = 0.0f;
+        for (int m = 0; m < 3; ++m) {
+            r.l[m] = p[L::lo_a + 3 * q + m];
         }
+        return r;
+    }
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t * lh, const uint32_t * ll, uint32_t (&x)[8]) {
+        const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
+        x[0] = tq_h2_mul(lh[tq_pair3(r.a, r.b)], dh);
+        x[1] = tq_h2_mul(lh[tq_pair3(r.a >> 4, r.b >> 4)], dh);
 #pragma unroll
-        for (int slot = 0; slot < TQ_BLOCK; ++slot) {
-            const tq_slot q = tq_slot_of<T>(slot);
-            tq_fma_cols<NC>(q.hi ? sh : sl, qt + (b * TQ_BLOCK + slot) * NC, lut[q.hi ? 0 : 1][tq_code_in_words(w, q)]);
+        for (int m = 0; m < 3; ++m) {
+            x[2 + 2 * m] = tq_h2_mul(ll[r.l[m] & 15], dl);
+            x[3 + 2 * m] = tq_h2_mul(ll[r.l[m] >> 4], dl);
         }
-        const float d_hi = __half2float(__ushort_as_half(w[0])), d_lo = __half2float(__ushort_as_half(w[1]));
-#pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            s[c] += d_hi * sh[c] + d_lo * sl[c];
-        }
+    }
+    static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
+        return p < 2 ? q + 4 * (2 * p + e) : tq_lo_pair_slot(q, p, e);
     }
 };
 
-template <> struct tq_fa_k<GGML_TYPE_F16> {
-    template <int NC>
-    static __device__ __forceinline__ void dot(const char * row, int b, const float (*)[16], const float * qt, float (&s)[NC]) {
-        const float4 * p = (const float4 *) (row + b * TQ_BLOCK * 2);
+template <> struct tq_quarter<GGML_TYPE_TQ3_5> {
+    using L = tq_layout<GGML_TYPE_TQ3_5>;
+    static constexpr int hi_bits = 4, lo_bits = 3;
+    struct raw { uint32_t d; int h, a[3], b[3]; };
+    static __device__ __forceinline__ raw load(const char * row, int blk, int q) {
+        const uint8_t * p = (const uint8_t *) row + blk * L::bytes;
+        raw r;
+        r.d = *(const uint16_t *) p | ((uint32_t) *(const uint16_t *) (p + 2) << 16);
+        r.h = *(const uint16_t *) (p + L::hi_a + 2 * q); // nibble bytes 2q, 2q + 1: slots (j, j + 8)
+#pragma unroll
+        for (int m = 0; m < 3; ++m) {
+            const int j = 3 * q + m;
+            r.a[m] = p[L::lo_a + j];
+            r.b[m] = p[L::lo_b + j % 6] >> (j / 6); // third bits of rest slots j + 12k at bits 2k
+        }
+        return r;
+    }
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t * lh, const uint32_t * ll, uint32_t (&x)[8]) {
+        const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
+        x[0] = tq_h2_mul(lh[r.h & 0xFF], dh);
+        x[1] = tq_h2_mul(lh[r.h >> 8], dh);
+#pragma unroll
+        for (int m = 0; m < 3; ++m) {
+            x[2 + 2 * m] = tq_h2_mul(ll[tq_pair3(r.a[m], r.b[m])], dl);
+            x[3 + 2 * m] = tq_h2_mul(ll[tq_pair3(r.a[m] >> 4, r.b[m] >> 4)], dl);
+        }
+    }
+    static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
+        return p < 2 ? 2 * q + p + 8 * e : tq_lo_pair_slot(q, p, e);
+    }
+};
+
+// f16 and q8_0 (mixed pairs): quarter q is the 16 values 16q .. 16q + 15 of the block, in order.
+template <> struct tq_quarter<GGML_TYPE_F16> {
+    struct raw { uint4 a, b; };
+    static __device__ __forceinline__ raw load(const char * row, int blk, int q) {
+        const uint4 * p = (const uint4 *) (row + (blk * TQ_BLOCK + 16 * q) * 2);
+        return { p[0], p[1] };
+    }
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t *, const uint32_t *, uint32_t (&x)[8]) {
+        x[0] = r.a.x; x[1] = r.a.y; x[2] = r.a.z; x[3] = r.a.w;
+        x[4] = r.b.x; x[5] = r.b.y; x[6] = r.b.z; x[7] = r.b.w;
+    }
+    static __host__ __device__ __forceinline__ int slot(int q, int p, int e) { return 16 * q + 2 * p + e; }
+};
+
+template <> struct tq_quarter<GGML_TYPE_Q8_0> {
+    struct raw { uint32_t d; uint32_t w[4]; };
+    static __device__ __forceinline__ raw load(const char * row, int blk, int q) {
+        const block_q8_0 * bq = (const block_q8_0 *) row + 2 * blk + q / 2;
+        const uint16_t * s = (const uint16_t *) (bq->qs + 16 * (q % 2)); // blocks are 2-byte aligned
+        raw r;
+        r.d = *(const uint16_t *) &bq->d;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            r.w[i] = s[2 * i] | ((uint32_t) s[2 * i + 1] << 16);
+        }
+        return r;
+    }
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t *, const uint32_t *, uint32_t (&x)[8]) {
+        const uint32_t d = __byte_perm(r.d, 0, 0x1010);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const float4 raw = p[i];
-            const half2 * h = (const half2 *) &raw;
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const float2 f = __half22float2(h[k]);
-                tq_fma_cols<NC>(s, qt + (b * TQ_BLOCK + 8 * i + 2 * k) * NC, f.x);
-                tq_fma_cols<NC>(s, qt + (b * TQ_BLOCK + 8 * i + 2 * k + 1) * NC, f.y);
+            const int w = r.w[i / 2] >> (16 * (i % 2));
+            x[i] = tq_h2_mul(tq_h2((float) (int8_t) (w & 0xFF), (float) (int8_t) (w >> 8)), d);
+        }
+    }
+    static __host__ __device__ __forceinline__ int slot(int q, int p, int e) { return 16 * q + 2 * p + e; }
+};
+
+// The pair tables of a TQ type in shared memory: hi (outlier group) then lo, each entry the f16
+// pair (c[a], c[b]) at index a | b << bits.
+template <ggml_type T>
+static __device__ __forceinline__ void tq_pair_tables(const tq_lut & l, uint32_t (*tab)[256]) {
+    if constexpr (T == GGML_TYPE_TQ2_5 || T == GGML_TYPE_TQ3_5) {
+        constexpr int bh = tq_quarter<T>::hi_bits, bl = tq_quarter<T>::lo_bits;
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+            if (i < (1 << (2 * bh))) {
+                tab[0][i] = tq_h2(l.c[0][i & ((1 << bh) - 1)], l.c[0][i >> bh]);
+            }
+            if (i < (1 << (2 * bl))) {
+                tab[1][i] = tq_h2(l.c[1][i & ((1 << bl) - 1)], l.c[1][i >> bl]);
             }
         }
     }
-};
-
-template <> struct tq_fa_k<GGML_TYPE_Q8_0> {
-    template <int NC>
-    static __device__ __forceinline__ void dot(const char * row, int b, const float (*)[16], const float * qt, float (&s)[NC]) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const block_q8_0 * q = (const block_q8_0 *) row + 2 * b + h;
-            float part[NC];
-#pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                part[c] = 0.0f;
-            }
-#pragma unroll
-            for (int i = 0; i < QK8_0; ++i) {
-                tq_fma_cols<NC>(part, qt + (b * TQ_BLOCK + QK8_0 * h + i) * NC, (float) q->qs[i]);
-            }
-            const float d = __half2float(q->d);
-#pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                s[c] += d * part[c];
-            }
-        }
-    }
-};
-
-// ---- V phase: a lane decodes a "unit" of 4 values of a row --------------------------------
-// Unit u (0..15) of a block takes the 4 slots whose codes share plane bytes (docs/format.md):
-// rest-group unit u < 12 the slots 16 + u + 12k, outlier-group unit 12 + j the slots j + 4k
-// (k = 0..3). So a lane reads a scale and two bytes per row, and no lane's codes straddle.
-
-static __host__ __device__ __forceinline__ int tq_unit_slot(int u, int k) {
-    return u < 12 ? TQ_HI + u + 12 * k : (u - 12) + 4 * k;
 }
-
-template <ggml_type T> struct tq_fa_v {
-    int off, so, a0, a1, bs, hi;
-    __device__ __forceinline__ void init(int unit) {
-        using L = tq_layout<T>;
-        const int u = unit % 16, j = u - 12;
-        off = (unit / 16) * L::bytes;
-        hi = u >= 12;
-        so = hi ? 0 : 2;
-        if constexpr (T == GGML_TYPE_TQ2_5) {
-            // rest: 2-bit codes in byte lo_a + u; outliers: 2-bit plane byte hi_a + j, bit 2 of
-            // slot j + 4k in byte hi_b + j % 2 at bit j / 2 + 2k
-            a0 = hi ? L::hi_a + j : L::lo_a + u;
-            a1 = hi ? L::hi_b + (j & 1) : L::lo_a + u;
-            bs = hi ? (j >> 1) : 0;
-        } else {
-            // outliers: nibbles of bytes hi_a + j (slots j, j + 8) and hi_a + 4 + j (j + 4, j + 12);
-            // rest: 2-bit plane byte lo_a + u, bit 2 in byte lo_b + u % 6 at bit u / 6 + 2k
-            a0 = hi ? L::hi_a + j : L::lo_a + u;
-            a1 = hi ? L::hi_a + 4 + j : L::lo_b + u % 6;
-            bs = hi ? 0 : u / 6;
-        }
-    }
-    __device__ __forceinline__ void read(const char * row, const float (*lut)[16], float * x) const {
-        const uint8_t * blk = (const uint8_t *) row + off;
-        const float d = __half2float(__ushort_as_half(*(const uint16_t *) (blk + so)));
-        const int A = blk[a0], B = blk[a1];
-        const float * c = lut[hi ? 0 : 1];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            int code;
-            if constexpr (T == GGML_TYPE_TQ2_5) {
-                code = ((A >> (2 * k)) & 3) | (hi ? ((B >> (bs + 2 * k)) & 1) << 2 : 0);
-            } else {
-                code = hi ? ((((k & 1) ? B : A) >> (4 * (k >> 1))) & 15)
-                          : (((A >> (2 * k)) & 3) | (((B >> (bs + 2 * k)) & 1) << 2));
-            }
-            x[k] = d * c[code];
-        }
-    }
-};
-
-// f16 / q8_0 V (mixed pairs): the same unit slots, read value by value.
-struct tq_fa_v_dims {
-    int dim[4];
-    __device__ __forceinline__ void init(int unit) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            dim[k] = (unit / 16) * TQ_BLOCK + tq_unit_slot(unit % 16, k);
-        }
-    }
-};
-
-template <> struct tq_fa_v<GGML_TYPE_F16> : tq_fa_v_dims {
-    __device__ __forceinline__ void read(const char * row, const float (*)[16], float * x) const {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            x[k] = __half2float(((const half *) row)[dim[k]]);
-        }
-    }
-};
-
-template <> struct tq_fa_v<GGML_TYPE_Q8_0> : tq_fa_v_dims {
-    __device__ __forceinline__ void read(const char * row, const float (*)[16], float * x) const {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const block_q8_0 * q = (const block_q8_0 *) row + dim[k] / QK8_0;
-            x[k] = __half2float(q->d) * q->qs[dim[k] % QK8_0];
-        }
-    }
-};
 
 static __device__ __forceinline__ void tq_prefetch_l1(const void * p) {
     asm volatile("prefetch.global.L1 [%0];" :: "l"(p));
 }
 
-static __device__ __forceinline__ void tq_prefetch_l2(const void * p) {
-    asm volatile("prefetch.global.L2 [%0];" :: "l"(p));
+// Key k's K and V rows (each may straddle two 128-byte lines) into L1.
+static __device__ __forceinline__ void tq_fa_prefetch(const tq_fa_params & p, const char * K, const char * V, int k, int kv1) {
+    if (k < kv1) {
+        const char * kr = K + (int64_t) k * p.nbk1;
+        const char * vr = V + (int64_t) k * p.nbv1;
+        tq_prefetch_l1(kr);
+        tq_prefetch_l1(kr + p.k_row_bytes - 1);
+        tq_prefetch_l1(vr);
+        tq_prefetch_l1(vr + p.v_row_bytes - 1);
+    }
 }
 
-static __device__ __forceinline__ float tq_warp_max(float x) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, o));
+// The V-phase dimension that lane group g2 (0..7) holds as element h of its pair i: with
+// D >= 128 a group takes quarter g2 % 4 of blocks g2 / 4, 2 + g2 / 4, ...; with D = 64, half of
+// quarter g2 % 4 of the one block.
+template <int D, ggml_type TV>
+static __device__ __forceinline__ int tq_v_dim(int g2, int i, int h) {
+    if constexpr (D >= 128) {
+        return (2 * (i / 8) + g2 / 4) * TQ_BLOCK + tq_quarter<TV>::slot(g2 % 4, i % 8, h);
+    } else {
+        return tq_quarter<TV>::slot(g2 % 4, 4 * (g2 / 4) + i, h);
     }
-    return x;
-}
-
-static __device__ __forceinline__ float tq_warp_add(float x) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        x += __shfl_xor_sync(0xffffffff, x, o);
-    }
-    return x;
 }
 
 // Warps work on their own 32-key tiles with their own online softmax (no block-wide barrier
 // in the loop, so one warp's loads overlap another's arithmetic); the block merges its four
 // warps at the end.
-template <int D, ggml_type TK, ggml_type TV, int NC>
-__launch_bounds__(TQ_FA_THREADS, D * NC >= 1024 ? 2 : 4)
+template <int D, ggml_type TK, ggml_type TV>
+__launch_bounds__(TQ_FA_THREADS, D >= 256 ? 2 : 3)
 static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
-    constexpr int UNITS = D / 4;                          // 4 values each
-    constexpr int UPL   = UNITS >= 32 ? UNITS / 32 : 1;   // units per lane
-    constexpr int KPS   = UNITS >= 32 ? 1 : 32 / UNITS;   // keys per V step (head 64: lanes 16..31 take odd keys)
-    constexpr int VPL   = 4 * UPL;
+    constexpr int NC = TQ_FA_MAX_COLS;
+    constexpr int NB = D / TQ_BLOCK;          // blocks per row
+    constexpr int NT = D / 8;                 // 8-wide dimension tiles of the V phase
+    constexpr int VQ = D >= 128 ? D / 128 : 1; // quarters a lane decodes per V row
+    constexpr int VP = D >= 128 ? 8 : 4;      // pairs it uses of each
+    using QK = tq_quarter<TK>;
+    using QV = tq_quarter<TV>;
     __shared__ __align__(16) float Qt[D * NC];
-    __shared__ float lut_k[2][16], lut_v[2][16];
-    __shared__ __align__(16) float P[TQ_FA_WARPS][32 * NC];
+    __shared__ uint32_t tab[2][2][256]; // pair tables: [K, V][hi, lo]
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
     __shared__ float Ow[TQ_FA_WARPS][NC][D];
 
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const int g = lane / 4, t = lane % 4;
     const int hkv = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
 
-    if (tid < 32) {
-        lut_k[tid / 16][tid % 16] = p.lut_k.c[tid / 16][tid % 16];
-        lut_v[tid / 16][tid % 16] = p.lut_v.c[tid / 16][tid % 16];
-    }
+    tq_pair_tables<TK>(p.lut_k, tab[0]);
+    tq_pair_tables<TV>(p.lut_v, tab[1]);
     // column c = (query token j, head hkv*gqa + g) with j = c / gqa, g = c % gqa
     if (p.Tq) {
-        // fused: Q = T_k q (one token), the raw q staged in Ow, which is free until the end
+        // fused: Q = T_k q (one token), the raw q staged in Ow, which is free until the end;
+        // warp products (tq_warp_rows_dot), a warp per 32 dimensions and column
         float * Qr = &Ow[0][0][0];
         for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
             const int c = i / D, d = i % D;
             Qr[i] = c < p.ncols ? p.qraw[(int64_t) (hkv * p.gqa + c) * D + d] : 0.0f;
         }
         __syncthreads();
-        for (int d = tid; d < D; d += TQ_FA_THREADS) {
-            const float4 * t = (const float4 *) (p.Tq + ((int64_t) hkv * D + d) * D);
-            float a[NC];
+        for (int job = warp; job < p.ncols * (D / 32); job += TQ_FA_WARPS) {
+            const int c = job / (D / 32), rows = 32 * (job % (D / 32));
+            float xl[D / 32];
 #pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                a[c] = 0.0f;
+            for (int e = 0; e < D / 32; ++e) {
+                xl[e] = Qr[c * D + lane * (D / 32) + e];
             }
-            for (int k4 = 0; k4 < D / 4; ++k4) {
-                const float4 tv = t[k4];
-#pragma unroll
-                for (int c = 0; c < NC; ++c) {
-                    const float * q = Qr + c * D + 4 * k4;
-                    a[c] += tv.x * q[0] + tv.y * q[1] + tv.z * q[2] + tv.w * q[3];
-                }
-            }
-#pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                Qt[d * NC + c] = a[c];
-            }
+            Qt[(rows + lane) * NC + c] = tq_warp_rows_dot<D>(p.Tq + ((int64_t) hkv * D + rows) * D, xl, lane);
+        }
+        for (int i = tid; i < (NC - p.ncols) * D; i += TQ_FA_THREADS) {
+            Qt[(i % D) * NC + p.ncols + i / D] = 0.0f;
         }
     } else {
         for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
@@ -299,139 +299,154 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
             Qt[d * NC + c] = q;
         }
     }
+    __syncthreads();
+
+    // Q^T as A fragments, scaled: slice s (16 dims) of block b = s / 4 holds quarter t's pairs
+    // 2(s % 4) and 2(s % 4) + 1 for column g
+    uint32_t qa[D / 16][2];
+#pragma unroll
+    for (int s = 0; s < D / 16; ++s) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int pr = 2 * (s % 4) + h, base = (s / 4) * TQ_BLOCK;
+            qa[s][h] = tq_h2(Qt[(base + QK::slot(t, pr, 0)) * NC + g] * p.scale,
+                             Qt[(base + QK::slot(t, pr, 1)) * NC + g] * p.scale);
+        }
+    }
+
     const char * K = p.K + (seq % p.k_ne3) * p.nbk3 + hkv * p.nbk2;
     const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
     const half * mask = p.mask ? (const half *) (p.mask + (seq % p.mask_ne3) * p.nbm3) : nullptr;
+    const bool col_ok = g < p.ncols;
+    const half * mrow = mask ? mask + (int64_t) (g / p.gqa) * p.nbm1 / 2 : nullptr;
 
-    tq_fa_v<TV> vr[UPL];
+    float M = -INFINITY, Lp = 0.0f; // column g: running max; this lane's share of the sum
+    float O[NT][2];
 #pragma unroll
-    for (int u = 0; u < UPL; ++u) {
-        vr[u].init(KPS > 1 ? lane % UNITS : lane + 32 * u);
+    for (int n = 0; n < NT; ++n) {
+        O[n][0] = O[n][1] = 0.0f;
     }
-    const int koff = KPS > 1 ? lane / UNITS : 0;
-
-    float M[NC], L[NC], acc[NC][VPL];
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        M[c] = -INFINITY;
-        L[c] = 0.0f;
-#pragma unroll
-        for (int v = 0; v < VPL; ++v) {
-            acc[c][v] = 0.0f;
-        }
-    }
-    float * Pw = P[warp];
 
     const int kv0 = split * p.kv_per_split;
     const int kv1 = min(p.n_kv, kv0 + p.kv_per_split);
-    __syncthreads();
 
+    tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
     for (int t0 = kv0 + 32 * warp; t0 < kv1; t0 += 32 * TQ_FA_WARPS) {
-        const int k = t0 + lane;
-        float s[NC];
+        // the K and V rows of the warp's next tile into L1 while this one is worked on: the
+        // decode's loads are then L1 hits, not one exposed memory latency per quarter
+        tq_fa_prefetch(p, K, V, t0 + 32 * TQ_FA_WARPS + lane, kv1);
+        // K phase: S[j] = scores of column g against keys t0 + 8j + 2t, + 1
+        float S[4][2];
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            s[c] = 0.0f;
-        }
-        if (k < kv1) {
-            // the V rows of this tile into L1 now (the V phase reads them a key at a time), and
-            // the K row of this lane's next tile into L2
-            tq_prefetch_l1(V + (int64_t) k * p.nbv1);
-            if (k + 32 * TQ_FA_WARPS < kv1) {
-                tq_prefetch_l2(K + (int64_t) (k + 32 * TQ_FA_WARPS) * p.nbk1);
-            }
-            const char * row = K + (int64_t) k * p.nbk1;
+        for (int j = 0; j < 4; ++j) {
+            S[j][0] = S[j][1] = 0.0f;
+            const char * row = K + (int64_t) min(t0 + 8 * j + g, kv1 - 1) * p.nbk1;
 #pragma unroll
-            for (int b = 0; b < D / TQ_BLOCK; ++b) {
-                tq_fa_k<TK>::template dot<NC>(row, b, lut_k, Qt, s);
-            }
-        }
+            for (int b = 0; b < NB; ++b) {
+                uint32_t x[8];
+                QK::decode(QK::load(row, b, t), tab[0][0], tab[0][1], x);
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            float v = -INFINITY;
-            if (k < kv1 && c < p.ncols) {
-                v = s[c] * p.scale;
-                if (p.softcap != 0.0f) {
-                    v = p.softcap * tanhf(v);
-                }
-                if (mask) {
-                    v += __half2float(mask[(int64_t) (c / p.gqa) * p.nbm1 / 2 + k]);
+                for (int s = 0; s < 4; ++s) {
+                    tq_mma(S[j][0], S[j][1], qa[4 * b + s][0], qa[4 * b + s][1], x[2 * s], x[2 * s + 1]);
                 }
             }
-            const float m_new = fmaxf(M[c], tq_warp_max(v));
-            const float e = m_new == -INFINITY ? 0.0f : __expf(v - m_new);
-            const float alpha = m_new == -INFINITY ? 1.0f : __expf(M[c] - m_new);
-            L[c] = L[c] * alpha + tq_warp_add(e);
-            M[c] = m_new;
-#pragma unroll
-            for (int v2 = 0; v2 < VPL; ++v2) {
-                acc[c][v2] *= alpha;
-            }
-            Pw[lane * NC + c] = e;
         }
-        __syncwarp();
 
-        const int nt = min(32, kv1 - t0);
-#pragma unroll 4
-        for (int i = koff; i < nt; i += KPS) {
-            const char * row = V + (int64_t) (t0 + i) * p.nbv1;
-            float x[VPL];
+        // online softmax of column g over the tile; the 4 lanes t of group g hold its 32 keys
+        float mx = -INFINITY;
 #pragma unroll
-            for (int u = 0; u < UPL; ++u) {
-                vr[u].read(row, lut_v, x + 4 * u);
-            }
-            float w[NC];
-            if constexpr (NC % 4 == 0) {
+        for (int j = 0; j < 4; ++j) {
 #pragma unroll
-                for (int c = 0; c < NC; c += 4) {
-                    const float4 w4 = *(const float4 *) (Pw + i * NC + c);
-                    w[c] = w4.x; w[c + 1] = w4.y; w[c + 2] = w4.z; w[c + 3] = w4.w;
+            for (int e = 0; e < 2; ++e) {
+                const int k = t0 + 8 * j + 2 * t + e;
+                float v = -INFINITY;
+                if (k < kv1 && col_ok) {
+                    v = S[j][e];
+                    if (p.softcap != 0.0f) {
+                        v = p.softcap * tanhf(v);
+                    }
+                    if (mrow) {
+                        v += __half2float(mrow[k]);
+                    }
                 }
-            } else {
-                const float2 w2 = *(const float2 *) (Pw + i * NC);
-                w[0] = w2.x; w[1] = w2.y;
+                S[j][e] = v;
+                mx = fmaxf(mx, v);
+            }
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+        const float m_new = fmaxf(M, mx);
+        const float alpha = m_new == -INFINITY ? 1.0f : __expf(M - m_new);
+        M = m_new;
+        uint32_t pa[4]; // P^T as A fragments: keys 8j + 2t, + 1 of column g
+        float ps = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const float e0 = m_new == -INFINITY ? 0.0f : __expf(S[j][0] - m_new);
+            const float e1 = m_new == -INFINITY ? 0.0f : __expf(S[j][1] - m_new);
+            ps += e0 + e1;
+            pa[j] = tq_h2(e0, e1);
+        }
+        Lp = Lp * alpha + ps;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            O[n][0] *= alpha;
+            O[n][1] *= alpha;
+        }
+
+        // V phase: two 16-key slices; lane (g, t) decodes its dimensions of keys 2t, 2t+1,
+        // 2t+8, 2t+9 of the slice and pairs them by key into B fragments
+#pragma unroll
+        for (int kk = 0; kk < 2; ++kk) {
+            const char * rows[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                rows[r] = V + (int64_t) min(t0 + 16 * kk + 2 * t + (r & 1) + 8 * (r >> 1), kv1 - 1) * p.nbv1;
             }
 #pragma unroll
-            for (int c = 0; c < NC; ++c) {
+            for (int vq = 0; vq < VQ; ++vq) {
+                const int blk = D >= 128 ? 2 * vq + g / 4 : 0;
+                uint32_t X[4][8];
 #pragma unroll
-                for (int v = 0; v < VPL; ++v) {
-                    acc[c][v] = fmaf(w[c], x[v], acc[c][v]);
+                for (int r = 0; r < 4; ++r) {
+                    QV::decode(QV::load(rows[r], blk, g % 4), tab[1][0], tab[1][1], X[r]);
+                }
+#pragma unroll
+                for (int i = 0; i < VP; ++i) {
+                    uint32_t y[4];
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) {
+                        if constexpr (VP == 8) {
+                            y[r] = X[r][i];
+                        } else {
+                            y[r] = g < 4 ? X[r][i] : X[r][i + 4];
+                        }
+                    }
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const uint32_t sel = h ? 0x7632 : 0x5410; // element h of both keys' pairs
+                        const int n = vq * 16 + 2 * i + h;
+                        tq_mma(O[n][0], O[n][1], pa[2 * kk], pa[2 * kk + 1],
+                               __byte_perm(y[0], y[1], sel), __byte_perm(y[2], y[3], sel));
+                    }
                 }
             }
         }
-        __syncwarp();
     }
 
-    // head 64: lanes l and l + 16 hold the same dims for odd and even keys
-    if constexpr (KPS > 1) {
+    // lane (g, t) holds column g at dimension tiles' elements 2t, 2t+1, i.e. of lane groups 2t, 2t+1
+    Lp += __shfl_xor_sync(0xffffffff, Lp, 1);
+    Lp += __shfl_xor_sync(0xffffffff, Lp, 2);
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
+    for (int n = 0; n < NT; ++n) {
 #pragma unroll
-            for (int v = 0; v < VPL; ++v) {
-                acc[c][v] += __shfl_xor_sync(0xffffffff, acc[c][v], 16);
-            }
+        for (int e = 0; e < 2; ++e) {
+            Ow[warp][g][tq_v_dim<D, TV>(2 * t + e, (n % 16) / 2 + 8 * (n / 16), n % 2)] = O[n][e];
         }
     }
-    if (koff == 0) {
-#pragma unroll
-        for (int u = 0; u < UPL; ++u) {
-            const int unit = KPS > 1 ? lane : lane + 32 * u;
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int d = (unit / 16) * TQ_BLOCK + tq_unit_slot(unit % 16, k);
-#pragma unroll
-                for (int c = 0; c < NC; ++c) {
-                    Ow[warp][c][d] = acc[c][4 * u + k];
-                }
-            }
-        }
-    }
-    if (lane == 0) { // M and L are the same in every lane of the warp
-#pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            Mw[warp][c] = M[c];
-            Lw[warp][c] = L[c];
-        }
+    if (t == 0) {
+        Mw[warp][g] = M;
+        Lw[warp][g] = Lp;
     }
     __syncthreads();
 
@@ -462,29 +477,18 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     }
 }
 
-template <int D, ggml_type TK, ggml_type TV, int NC>
-static int tq_fattn_launch_nc(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
+template <int D, ggml_type TK, ggml_type TV>
+int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
     // one full wave: as many blocks as the SMs hold at once, split evenly over heads and sequences
     int per_sm = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_tq_fattn_decode<D, TK, TV, NC>, TQ_FA_THREADS, 0));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_tq_fattn_decode<D, TK, TV>, TQ_FA_THREADS, 0));
     const int tiles = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
     int splits = std::max(1, std::min({ tiles, max_splits, std::max(1, per_sm) * nsm / (p.n_head_kv * n_seq) }));
     p.kv_per_split = ((tiles + splits - 1) / splits) * TQ_FA_TILE;
     p.n_splits = (p.n_kv + p.kv_per_split - 1) / p.kv_per_split;
     const dim3 grid(p.n_head_kv, p.n_splits, n_seq);
-    k_tq_fattn_decode<D, TK, TV, NC><<<grid, TQ_FA_THREADS, 0, stream>>>(p);
+    k_tq_fattn_decode<D, TK, TV><<<grid, TQ_FA_THREADS, 0, stream>>>(p);
     return p.n_splits;
-}
-
-template <int D, ggml_type TK, ggml_type TV>
-int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
-    if (p.ncols <= 2) {
-        return tq_fattn_launch_nc<D, TK, TV, 2>(p, n_seq, nsm, max_splits, stream);
-    }
-    if (p.ncols <= 4) {
-        return tq_fattn_launch_nc<D, TK, TV, 4>(p, n_seq, nsm, max_splits, stream);
-    }
-    return tq_fattn_launch_nc<D, TK, TV, 8>(p, n_seq, nsm, max_splits, stream);
 }
 
 #define TQ_FA_DECL(D, TK, TV) template int ggml_cuda_tq_fattn_launch<D, TK, TV>(tq_fa_params, int, int, int, cudaStream_t);

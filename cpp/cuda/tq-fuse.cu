@@ -40,16 +40,7 @@ static bool tq_is_view(const ggml_tensor * t) {
 
 // A TQ transform of one token's heads: y[h] = T[h / (n_head / n_t)] x[h], all f32 and contiguous.
 static bool tq_is_transform(const ggml_tensor * t) {
-    if (t->op != GGML_OP_MUL_MAT || ggml_get_op_params_i32(t, 1) != GGML_HINT_SRC0_IS_TQ_TRANSFORM) {
-        return false;
-    }
-    const ggml_tensor * T = t->src[0];
-    const ggml_tensor * x = t->src[1];
-    const int64_t d = T->ne[0];
-    return T->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 && t->type == GGML_TYPE_F32 &&
-           ggml_is_contiguous(T) && ggml_is_contiguous(x) && ggml_is_contiguous(t) &&
-           (d == 64 || d == 128 || d == 256) && T->ne[1] == d && T->ne[3] == 1 &&
-           x->ne[0] == d && x->ne[1] == 1 && x->ne[3] == 1 && x->ne[2] % T->ne[2] == 0;
+    return ggml_cuda_tq_transform_applies(t);
 }
 
 // The first node after i that is not a view (n_nodes if none).
