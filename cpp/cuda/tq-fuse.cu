@@ -22,9 +22,11 @@
 
 static bool tq_fuse_enabled() {
     // Off unless GGML_CUDA_TQ_FUSE=1: on an H200 the fused chains, correct as they are (CUDA =
-    // CPU in test-backend-ops and llama-perplexity), decode slower than the four separate
-    // products (docs/results/cuda-h200.md): each fused matrix-vector product is a chain of
-    // dependent loads in a few threads. Parallelize those, measure, then turn this on.
+    // CPU in test-backend-ops and llama-perplexity), decode a little slower than the separate
+    // kernels (0.81x against 0.84x f16 at 16K, docs/results/cuda-h200.md). Their products are
+    // warp products now; what remains is that the attention recomputes its head's Q transform
+    // in every split block, and the quantizer and the merge carry a product inside what was
+    // already the latency chain. Compute Q's transform once per KV head, then measure again.
     static const bool on = getenv("GGML_CUDA_TQ_FUSE") != nullptr && atoi(getenv("GGML_CUDA_TQ_FUSE")) != 0;
     return on;
 }
