@@ -87,7 +87,10 @@ done
 bash "$root/scripts/import-core.sh" "$tree"
 
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON
-      -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON -DGGML_NATIVE=ON)
+      -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON -DGGML_NATIVE=ON
+      # the sdist has no .git: name the build (llama-bench's "build:", the logs' build info) by the
+      # upstream commit and this build's key (patches, cpp/, scripts)
+      "-DLLAMA_BUILD_COMMIT=$UPSTREAM+tq.$key")
 # ccache with paths relative to the work folder: a new cache key rebuilds only what changed
 export CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1
 command -v ccache >/dev/null && opts+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
