@@ -55,9 +55,10 @@ int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits
 
 // ---- tensor cores ---------------------------------------------------------------------------
 // D = A B + C with A 16x16 (row-major), B 16x8 (column-major), f16 in, f32 accumulate. Lane
-// l = 4g + t holds A rows g and g + 8 at k = 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3); B column
-// g at the same k (b0, b1); C rows g, g + 8 at columns 2t, 2t+1. Rows 8..15 of A (columns 8..15
-// of the attention) are never used, so a1 = a3 = 0 and only c0, c1 are kept.
+// l = 4g + t holds, as f16 pairs: a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8,
+// 2t+9], a3 = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; and c0, c1 =
+// C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]. Rows 8..15 of A (columns 8..15 of the attention)
+// are never used, so a1 = a3 = 0 and only c0, c1 are kept.
 static __device__ __forceinline__ void tq_mma(float & c0, float & c1, uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
     float c2 = 0.0f, c3 = 0.0f; // rows 8..15: zero, and dropped
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
