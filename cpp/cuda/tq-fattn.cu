@@ -64,10 +64,7 @@ static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta,
     __syncthreads();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float xl[D / 32];
-#pragma unroll
-    for (int e = 0; e < D / 32; ++e) {
-        xl[e] = o[lane * (D / 32) + e];
-    }
+    tq_load_lane<D / 32>(o + lane * (D / 32), xl);
     dst[r * D + threadIdx.x] = tq_warp_rows_dot<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, xl, lane);
 }
 

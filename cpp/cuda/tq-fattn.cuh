@@ -259,7 +259,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     __shared__ __align__(16) float Qt[D * NC];
     __shared__ uint32_t tab[2][2][256]; // pair tables: [K, V][hi, lo]
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
-    __shared__ float Ow[TQ_FA_WARPS][NC][D];
+    __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][D]; // also stages the fused path's raw Q
 
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int g = lane / 4, t = lane % 4;
@@ -280,10 +280,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         for (int job = warp; job < p.ncols * (D / 32); job += TQ_FA_WARPS) {
             const int c = job / (D / 32), rows = 32 * (job % (D / 32));
             float xl[D / 32];
-#pragma unroll
-            for (int e = 0; e < D / 32; ++e) {
-                xl[e] = Qr[c * D + lane * (D / 32) + e];
-            }
+            tq_load_lane<D / 32>(Qr + c * D + lane * (D / 32), xl);
             Qt[(rows + lane) * NC + c] = tq_warp_rows_dot<D>(p.Tq + ((int64_t) hkv * D + rows) * D, xl, lane);
         }
         for (int i = tid; i < (NC - p.ncols) * D; i += TQ_FA_THREADS) {

@@ -40,11 +40,6 @@ static bool tq_is_view(const ggml_tensor * t) {
            t->op == GGML_OP_NONE;
 }
 
-// A TQ transform of one token's heads: y[h] = T[h / (n_head / n_t)] x[h], all f32 and contiguous.
-static bool tq_is_transform(const ggml_tensor * t) {
-    return ggml_cuda_tq_transform_applies(t);
-}
-
 // The first node after i that is not a view (n_nodes if none).
 static int tq_next_compute(const ggml_cgraph * g, int i) {
     int j = i + 1;
@@ -73,7 +68,7 @@ static bool tq_only_user(const ggml_cgraph * g, const ggml_tensor * t, const ggm
 int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     m = {};
     const ggml_tensor * mm = g->nodes[i];
-    if (!tq_fuse_enabled() || !tq_is_transform(mm)) {
+    if (!tq_fuse_enabled() || !ggml_cuda_tq_transform_applies(mm)) {
         return 0;
     }
     const int j = tq_next_compute(g, i);
@@ -99,7 +94,7 @@ int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
         const int k = tq_next_compute(g, j);
         if (k < g->n_nodes) {
             const ggml_tensor * mo = g->nodes[k];
-            if (tq_is_transform(mo) && tq_root(mo->src[1]) == next && mo->src[0]->ne[0] == next->ne[0] &&
+            if (ggml_cuda_tq_transform_applies(mo) && tq_root(mo->src[1]) == next && mo->src[0]->ne[0] == next->ne[0] &&
                 mo->src[0]->ne[2] == K->ne[2] && mo->src[1]->ne[2] == next->ne[1] && tq_only_user(g, next, mo)) {
                 m.t_out = mo->src[0];
                 m.out = mo;
