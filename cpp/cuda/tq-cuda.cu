@@ -61,45 +61,48 @@ static __device__ __forceinline__ void tq_dequantize_eighth(const uint8_t * blk,
     }
 }
 
-// One thread per eighth block, consecutive threads on consecutive eighths of a row. Rows (i1,
-// i2, i3) of x at byte strides sx*, of y at element strides sy* (y's values contiguous within a row).
+// One thread per eighth block, consecutive threads on consecutive eighths of the rows i1 of one
+// (i2, i3) = (blockIdx.y, blockIdx.z). Rows of x at byte strides sx*, of y at element strides sy*
+// (y's values contiguous within a row). 32-bit index arithmetic with multiply-shift division:
+// with 64-bit divisions, the index took most of the time of this kernel, which prefill runs
+// over the whole cache at every ubatch.
 template <ggml_type T, typename dst_t, bool vec>
-static __global__ void k_tq_dequantize(const char * x, dst_t * y, const int64_t nblk, const int64_t ne1, const int64_t ne2, const int64_t ne3,
+static __global__ void k_tq_dequantize(const char * x, dst_t * y, const uint32_t n, const uint3 nblk,
                                        const int64_t sx1, const int64_t sx2, const int64_t sx3,
                                        const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
     __shared__ float slut[2][16];
     tq_lut_to_shared(lut, slut);
-    const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= 8 * nblk * ne1 * ne2 * ne3) {
+    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) {
         return;
     }
     const int u = i % 8;
-    int64_t r = i / 8;
-    const int64_t b = r % nblk; r /= nblk;
-    const int64_t i1 = r % ne1; r /= ne1;
-    const int64_t i2 = r % ne2;
-    const int64_t i3 = r / ne2;
-    const uint8_t * blk = (const uint8_t *) x + i1 * sx1 + i2 * sx2 + i3 * sx3 + b * tq_layout<T>::bytes;
-    tq_dequantize_eighth<T, dst_t, vec>(blk, u, slut, y + i1 * sy1 + i2 * sy2 + i3 * sy3 + b * TQ_BLOCK + 8 * u);
+    const uint2 rb = fast_div_modulo(i / 8, nblk); // (row i1, block b)
+    const int64_t i2 = blockIdx.y, i3 = blockIdx.z;
+    const uint8_t * blk = (const uint8_t *) x + rb.x * sx1 + i2 * sx2 + i3 * sx3 + rb.y * tq_layout<T>::bytes;
+    tq_dequantize_eighth<T, dst_t, vec>(blk, u, slut, y + rb.x * sy1 + i2 * sy2 + i3 * sy3 + rb.y * TQ_BLOCK + 8 * u);
 }
 
 template <ggml_type T, typename dst_t>
 static void tq_dequantize_cuda(const void * x, dst_t * y, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
                                int64_t sx1, int64_t sx2, int64_t sx3, int64_t sy1, int64_t sy2, int64_t sy3, cudaStream_t stream) {
     GGML_ASSERT(ne0 % TQ_BLOCK == 0);
-    const int64_t n = 8 * (ne0 / TQ_BLOCK) * ne1 * ne2 * ne3;
-    if (n == 0) {
+    GGML_ASSERT(ne2 <= 65535 && ne3 <= 65535); // the grid's y and z (heads, sequences)
+    const int64_t n = 8 * (ne0 / TQ_BLOCK) * ne1; // eighths per (i2, i3)
+    if (n == 0 || ne2 == 0 || ne3 == 0) {
         return;
     }
-    const int64_t nb = (n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS;
+    GGML_ASSERT(n < INT_MAX); // fast_div_modulo takes 31-bit numerators
+    const dim3 grid((n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS, ne2, ne3);
+    const uint3 nblk = init_fastdiv_values(ne0 / TQ_BLOCK);
     // 8 values of f16 or f32 are whole 16-byte vectors when y and every row start are 16-byte aligned
     const bool vec = (uintptr_t) y % 16 == 0 && (sy1 * sizeof(dst_t)) % 16 == 0 && (sy2 * sizeof(dst_t)) % 16 == 0 &&
                      (sy3 * sizeof(dst_t)) % 16 == 0;
     if (vec) {
-        k_tq_dequantize<T, dst_t, true><<<nb, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, ne0 / TQ_BLOCK, ne1, ne2, ne3,
+        k_tq_dequantize<T, dst_t, true><<<grid, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, (uint32_t) n, nblk,
             sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
     } else {
-        k_tq_dequantize<T, dst_t, false><<<nb, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, ne0 / TQ_BLOCK, ne1, ne2, ne3,
+        k_tq_dequantize<T, dst_t, false><<<grid, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, (uint32_t) n, nblk,
             sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
     }
 }

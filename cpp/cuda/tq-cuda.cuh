@@ -25,19 +25,38 @@ template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y,
                              int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream);
 
 // The per-head TQ transform of one token (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM, f32,
-// [d, d, n_kv_head] x [d, 1, n_head]) as 32-row warp products (tq-transform.cu).
+// [d, d, n_kv_head] x [d, 1, n_head]) as 32-row warp products (tq-transform.cu); with `bias`
+// (K's centering offset, [d, n_head]) added, into `out` instead of dst when given.
 bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst);
-void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, ggml_tensor * dst);
+void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, const float * bias = nullptr,
+                            float * out = nullptr);
 
-// A chain of graph nodes that one TQ kernel computes at decode (tq-fuse.cu): a TQ transform
-// (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused into the attention or the quantizer.
+// The same transforms of several tokens (a ubatch): T [d, d, 1, n_kv] times the strided view
+// x [d, n_tok, r, n_kv] of the heads, on tensor cores. y[:, t, s, kv] = T[kv] x[:, t, s, kv]
+// (+ bias[(kv * r + s) * d ...]) at byte strides yt, ys, yk: dst's own layout, or the final
+// head-major one when tq-fuse.cu folds the copy back into it.
+struct tq_transform_tokens_args {
+    const float * T; const char * x; char * y; const float * bias;
+    int n_tok, r, n_kv;
+    int64_t xt, xs, xk; // x's byte strides: token, head within the group, KV head
+    int64_t yt, ys, yk; // y's
+};
+bool ggml_cuda_tq_transform_tokens_applies(const ggml_tensor * dst);
+void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const tq_transform_tokens_args & a, int d);
+void ggml_cuda_tq_transform_tokens_into_dst(ggml_backend_cuda_context & ctx, ggml_tensor * dst);
+
+// A chain of graph nodes that one TQ kernel computes (tq-fuse.cu): a TQ transform (MUL_MAT
+// hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused with what follows it.
 struct ggml_cuda_tq_fused {
-    enum { NONE, ATTN, SET_ROWS } kind;
+    // ATTN, SET_ROWS: decode, on with GGML_CUDA_TQ_FUSE=1. TRANSFORM (a token's transform + K's
+    // offset) and TOKENS (a ubatch's transform + its copy back [+ K's offset]): always on.
+    enum { NONE, ATTN, SET_ROWS, TRANSFORM, TOKENS } kind;
+    const ggml_tensor * mm;       // TRANSFORM, TOKENS: the transform's MUL_MAT node
     const ggml_tensor * t_in;     // the transform [d, d, n_kv_head] applied to x
     const ggml_tensor * x;        // its input: one token's heads, [d, 1, n_heads], contiguous
     const ggml_tensor * fa;       // ATTN: the FLASH_ATTN_EXT node (Q = t_in x)
     const ggml_tensor * t_out;    // ATTN: the transform of the output, or null
-    const ggml_tensor * offset;   // SET_ROWS: the K centering offset added after t_in, or null
+    const ggml_tensor * offset;   // SET_ROWS, TRANSFORM, TOKENS: the K centering offset added after t_in, or null
     const ggml_tensor * set_rows; // SET_ROWS: the cache write
     const ggml_tensor * out;      // the chain's last node: what the fused kernel writes
 };

@@ -1,5 +1,11 @@
-// Fusing the TQ transforms with their neighbours at decode (one token). Off by default (see
-// tq_fuse_enabled); GGML_CUDA_TQ_FUSE=1 turns it on.
+// Fusing the TQ transforms with their neighbours.
+//
+// Always on (tq_match_plain): a ubatch's transform writes straight into the head-major layout
+// that the graph's copy back (CONT) would make, plus K's centering offset when an ADD of it
+// follows; a token's transform adds K's offset itself. Each saves a kernel and, for ubatches,
+// a copy of the activations.
+//
+// Off by default (see tq_fuse_enabled); GGML_CUDA_TQ_FUSE=1 turns it on:
 //
 // At decode a layer's TQ graph (llama-graph.cpp, patch 0004) has four small products by the
 // per-head transforms: Q's right before the attention, the output's right after it, K's and V's
@@ -65,11 +71,83 @@ static bool tq_only_user(const ggml_cgraph * g, const ggml_tensor * t, const ggm
     return !(t->flags & GGML_TENSOR_FLAG_OUTPUT);
 }
 
+// Whether a and b share no byte: a plain fused kernel reads its input x while other blocks
+// already write `out`, which gallocr may have placed where x was once x's last reader (the
+// product) was done.
+static bool tq_disjoint(const ggml_tensor * a, const ggml_tensor * b) {
+    const char * a0 = (const char *) a->data, * b0 = (const char *) b->data;
+    return a0 + ggml_nbytes(a) <= b0 || b0 + ggml_nbytes(b) <= a0;
+}
+
+// An ADD of a per-head offset ([d, n_head] f32, broadcast over tokens) to `val`, K's centering:
+// the next compute node after val's, reading val through views only.
+static const ggml_tensor * tq_offset_add(const ggml_cgraph * g, int j, const ggml_tensor * val) {
+    if (j >= g->n_nodes) {
+        return nullptr;
+    }
+    const ggml_tensor * add = g->nodes[j];
+    if (add->op != GGML_OP_ADD || tq_root(add->src[0]) != val || add->src[0]->data != val->data ||
+        add->type != GGML_TYPE_F32 || add->src[1]->type != GGML_TYPE_F32 || !ggml_is_contiguous(add->src[1]) ||
+        !ggml_is_contiguous(add) || !ggml_is_contiguous(add->src[0]) || !ggml_are_same_shape(add, add->src[0]) ||
+        add->src[1]->ne[0] != add->ne[0] || ggml_nelements(add->src[1]) != add->ne[0] * add->ne[1] ||
+        !tq_only_user(g, val, add)) {
+        return nullptr;
+    }
+    return add;
+}
+
+// Always on (they only save copies and launches): a ubatch's transform with its copy back into
+// head-major order (+ K's offset), and a token's transform with K's offset.
+static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
+    const ggml_tensor * mm = g->nodes[i];
+    const int j = tq_next_compute(g, i);
+    if (ggml_cuda_tq_transform_applies(mm)) {
+        const ggml_tensor * add = tq_offset_add(g, j, mm);
+        if (!add || ggml_nelements(add) != ggml_nelements(mm) || add->ne[0] * add->ne[1] != ggml_nelements(mm) ||
+            !tq_disjoint(add, mm->src[1])) {
+            return 0;
+        }
+        m.kind = ggml_cuda_tq_fused::TRANSFORM;
+        m.t_in = mm->src[0];
+        m.x = mm->src[1];
+        m.mm = mm;
+        m.offset = add->src[1];
+        m.out = add;
+        return j - i + 1;
+    }
+    if (!ggml_cuda_tq_transform_tokens_applies(mm) || j >= g->n_nodes) {
+        return 0;
+    }
+    // CONT(permute(reshape(mm))): mm [d, n_tok, r, n_kv] read as [d, n_head, n_tok]
+    const ggml_tensor * cont = g->nodes[j];
+    const ggml_tensor * v = cont->src[0];
+    const int64_t d = mm->ne[0], n_tok = mm->ne[1], n_head = mm->ne[2] * mm->ne[3];
+    if (cont->op != GGML_OP_CONT || tq_root(v) != mm || v->data != mm->data || cont->type != GGML_TYPE_F32 ||
+        v->ne[0] != d || v->ne[1] != n_head || v->ne[2] != n_tok || v->ne[3] != 1 || v->nb[0] != sizeof(float) ||
+        v->nb[1] != mm->nb[2] || v->nb[2] != mm->nb[1] || !ggml_is_contiguous(cont) || !tq_only_user(g, mm, cont) ||
+        !tq_disjoint(cont, mm->src[1])) {
+        return 0;
+    }
+    m.kind = ggml_cuda_tq_fused::TOKENS;
+    m.mm = mm;
+    m.out = cont;
+    int last = j;
+    const int k = tq_next_compute(g, j);
+    if (const ggml_tensor * add = tq_offset_add(g, k, cont)) {
+        if (add->ne[0] * add->ne[1] == d * n_head && tq_disjoint(add, mm->src[1])) {
+            m.offset = add->src[1];
+            m.out = add;
+            last = k;
+        }
+    }
+    return last - i + 1;
+}
+
 int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     m = {};
     const ggml_tensor * mm = g->nodes[i];
     if (!tq_fuse_enabled() || !ggml_cuda_tq_transform_applies(mm)) {
-        return 0;
+        return tq_match_plain(g, i, m);
     }
     const int j = tq_next_compute(g, i);
     if (j >= g->n_nodes) {
@@ -123,7 +201,7 @@ int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
         sr->src[0]->ne[0] != ggml_nelements(mm) || sr->src[0]->ne[1] != 1 || sr->src[0]->ne[2] != 1 ||
         sr->src[0]->ne[3] != 1 || sr->src[0]->nb[0] != sizeof(float) || mm->src[1]->ne[2] != mm->src[0]->ne[2] ||
         !tq_only_user(g, mm, add ? add : sr) || (add && !tq_only_user(g, add, sr))) {
-        return 0;
+        return tq_match_plain(g, i, m);
     }
     m.kind = ggml_cuda_tq_fused::SET_ROWS;
     m.t_in = mm->src[0];
@@ -135,9 +213,33 @@ int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
 }
 
 void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m) {
-    if (m.kind == ggml_cuda_tq_fused::ATTN) {
-        ggml_cuda_tq_fattn(ctx, const_cast<ggml_tensor *>(m.fa), &m);
-    } else {
-        ggml_cuda_tq_set_rows_transformed(ctx, m);
+    switch (m.kind) {
+        case ggml_cuda_tq_fused::ATTN:
+            ggml_cuda_tq_fattn(ctx, const_cast<ggml_tensor *>(m.fa), &m);
+            break;
+        case ggml_cuda_tq_fused::SET_ROWS:
+            ggml_cuda_tq_set_rows_transformed(ctx, m);
+            break;
+        case ggml_cuda_tq_fused::TRANSFORM:
+            ggml_cuda_tq_transform(ctx, m.mm, (const float *) m.offset->data, (float *) m.out->data);
+            break;
+        case ggml_cuda_tq_fused::TOKENS: {
+            // the product written where the copy back puts it: head h = kv * r + s of token t at
+            // out's byte strides nb[1] (head) and nb[2] (token), out [d, n_head, n_tok] contiguous
+            const ggml_tensor * T = m.mm->src[0];
+            const ggml_tensor * x = m.mm->src[1];
+            tq_transform_tokens_args a = {};
+            a.T = (const float *) T->data;
+            a.x = (const char *) x->data;
+            a.y = (char *) m.out->data;
+            a.bias = m.offset ? (const float *) m.offset->data : nullptr;
+            a.n_tok = (int) x->ne[1]; a.r = (int) x->ne[2]; a.n_kv = (int) x->ne[3];
+            a.xt = x->nb[1]; a.xs = x->nb[2]; a.xk = x->nb[3];
+            const int64_t head = T->ne[0] * sizeof(float);
+            a.yt = head * a.r * a.n_kv; a.ys = head; a.yk = head * a.r;
+            ggml_cuda_tq_transform_tokens(ctx, a, (int) T->ne[0]);
+        } break;
+        default:
+            GGML_ABORT("TQ fusion: no chain");
     }
 }

@@ -1,20 +1,28 @@
-// The per-head TQ transforms of one token at decode (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM,
-// llama-tq.cpp): y[h] = T[h / r] x[h], T [d, d, n_kv_head] f32, x and y [d, 1, n_head].
+// The per-head TQ transforms (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM, llama-tq.cpp), in
+// the two forms the graph builds:
 //
-// Why not the generic matrix-vector product: these are 8..32 small products of 64..256 rows
-// per layer and token, four per layer; what costs is latency, not bandwidth. Here a warp owns
+//   one token (decode)   y[h] = T[h / r] x[h], T [d, d, n_kv_head], x and y [d, 1, n_head]
+//   several (ubatches)   y[:, t, s, kv] = T[kv] x[:, t, s, kv], T [d, d, 1, n_kv_head], x a strided
+//                        view [d, n_tokens, r, n_kv_head] of the heads, y contiguous
+//
+// Why not the generic products: at decode these are 8..32 small products of 64..256 rows per
+// layer and token, four per layer, and what costs is latency, not bandwidth; here a warp owns
 // 32 rows of one head (tq_warp_rows_dot, tq-device.cuh), so every load is coalesced and
-// independent of the others.
+// independent of the others. For ubatches the generic path copied x into a contiguous
+// head-major layout, ran a batched GEMM and copied the result back into token-major order;
+// here one tensor-core kernel reads x through its strides and can write straight into the
+// final layout (tq-fuse.cu fuses the copy back, and K's centering offset, into it).
 #include "tq-cuda.cuh"
 #include "tq-device.cuh"
 
-// grid (d / 32, n_head), one warp per block
+// grid (d / 32, n_head), one warp per block; y[h] = T[h / r] x[h] (+ bias[h])
 template <int D>
-static __global__ void __launch_bounds__(32) k_tq_transform(const float * T, const float * x, float * y, const int r) {
+static __global__ void __launch_bounds__(32) k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
     const int lane = threadIdx.x, rows = 32 * blockIdx.x, h = blockIdx.y;
     float xl[D / 32];
     tq_load_lane<D / 32>(x + (int64_t) h * D + lane * (D / 32), xl);
-    y[(int64_t) h * D + rows + lane] = tq_warp_rows_dot<D>(T + ((int64_t) (h / r) * D + rows) * D, xl, lane);
+    const float v = tq_warp_rows_dot<D>(T + ((int64_t) (h / r) * D + rows) * D, xl, lane);
+    y[(int64_t) h * D + rows + lane] = bias ? v + bias[(int64_t) h * D + rows + lane] : v;
 }
 
 bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst) {
@@ -29,17 +37,156 @@ bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst) {
            x->ne[0] == d && x->ne[1] == 1 && x->ne[3] == 1 && T->ne[3] == 1 && x->ne[2] % T->ne[2] == 0;
 }
 
-void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, const float * bias, float * out) {
     const ggml_tensor * T = dst->src[0];
     const ggml_tensor * x = dst->src[1];
     const int d = T->ne[0], n_head = x->ne[2], r = x->ne[2] / T->ne[2];
     const dim3 grid(d / 32, n_head);
     const float * tp = (const float *) T->data;
     const float * xp = (const float *) x->data;
-    float * yp = (float *) dst->data;
+    float * yp = out ? out : (float *) dst->data;
     switch (d) {
-        case 64:  k_tq_transform<64><<<grid, 32, 0, ctx.stream()>>>(tp, xp, yp, r); break;
-        case 128: k_tq_transform<128><<<grid, 32, 0, ctx.stream()>>>(tp, xp, yp, r); break;
-        default:  k_tq_transform<256><<<grid, 32, 0, ctx.stream()>>>(tp, xp, yp, r); break;
+        case 64:  k_tq_transform<64><<<grid, 32, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
+        case 128: k_tq_transform<128><<<grid, 32, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
+        default:  k_tq_transform<256><<<grid, 32, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
     }
+}
+
+// ---- several tokens: TF32 tensor cores -------------------------------------------------
+//
+// A block computes 128 output dimensions (all of them when d = 64) of one head for 64 tokens: C (rows x tokens) =
+// T (rows x d) X (d x tokens), in chunks of 32 of d staged through shared memory. TF32 keeps
+// f32's range with an 11-bit significand, as f16 K/V caches and f16 flash attention do; what
+// follows the products rounds far more (the TQ quantizer, f16 attention, the q8_1 input of
+// the output projection).
+
+static constexpr int TQ_TT_TOKENS = 64;
+static constexpr int TQ_TT_KC     = 32;
+
+static __device__ __forceinline__ uint32_t tq_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+// D = A B + C, A 16x8 (row-major), B 8x8 (column-major), TF32 in, f32 accumulate. Lane
+// l = 4g + t holds a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4]; b0 = B[t][g],
+// b1 = B[t+4][g]; c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1].
+static __device__ __forceinline__ void tq_mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// grid (token tiles, r * n_kv, D / rows); 4 warps, warp w on rows w * rows / 4 of the block's
+template <int D>
+static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_transform_tokens_args a) {
+    constexpr int RT = D < 128 ? D : 128; // output rows per block
+    constexpr int MT = RT / 64;           // 16-row m-tiles per warp
+    constexpr int NT = TQ_TT_TOKENS / 8;  // 8-token n-tiles
+    constexpr int LD = TQ_TT_KC + 4;      // padded rows: fragment loads hit 32 distinct banks
+    __shared__ __align__(16) float Ts[RT][LD];
+    __shared__ __align__(16) float Xs[TQ_TT_TOKENS][LD];
+
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+    const int t0 = blockIdx.x * TQ_TT_TOKENS, h = blockIdx.y, s = h % a.r, kv = h / a.r;
+    const int row0 = blockIdx.z * RT;
+    const float * T = a.T + ((int64_t) kv * D + row0) * D;
+    const char * x = a.x + s * a.xs + kv * a.xk;
+
+    float c[MT][NT][4] = {};
+    for (int k0 = 0; k0 < D; k0 += TQ_TT_KC) {
+        for (int f = tid; f < RT * TQ_TT_KC / 4; f += 128) {
+            const int i = f / (TQ_TT_KC / 4), j = 4 * (f % (TQ_TT_KC / 4));
+            *(float4 *) &Ts[i][j] = *(const float4 *) (T + (int64_t) i * D + k0 + j);
+        }
+        for (int f = tid; f < TQ_TT_TOKENS * TQ_TT_KC / 4; f += 128) {
+            const int i = f / (TQ_TT_KC / 4), j = 4 * (f % (TQ_TT_KC / 4));
+            *(float4 *) &Xs[i][j] = t0 + i < a.n_tok ? *(const float4 *) (x + (int64_t) (t0 + i) * a.xt + (k0 + j) * 4)
+                                                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < TQ_TT_KC; kk += 8) {
+            uint32_t af[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                const int r0 = warp * (RT / 4) + 16 * m + g;
+                af[m][0] = tq_tf32(Ts[r0][kk + t]);
+                af[m][1] = tq_tf32(Ts[r0 + 8][kk + t]);
+                af[m][2] = tq_tf32(Ts[r0][kk + t + 4]);
+                af[m][3] = tq_tf32(Ts[r0 + 8][kk + t + 4]);
+            }
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                const uint32_t b0 = tq_tf32(Xs[8 * n + g][kk + t]);
+                const uint32_t b1 = tq_tf32(Xs[8 * n + g][kk + t + 4]);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    tq_mma_tf32(c[m][n], af[m], b0, b1);
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    char * y = a.y + s * a.ys + kv * a.yk;
+    const float * bias = a.bias ? a.bias + (int64_t) h * D : nullptr;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int o = row0 + warp * (RT / 4) + 16 * m + g + 8 * e;
+            const float b = bias ? bias[o] : 0.0f;
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+#pragma unroll
+                for (int u = 0; u < 2; ++u) {
+                    const int tok = t0 + 8 * n + 2 * t + u;
+                    if (tok < a.n_tok) {
+                        *(float *) (y + (int64_t) tok * a.yt + o * 4) = c[m][n][2 * e + u] + b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+bool ggml_cuda_tq_transform_tokens_applies(const ggml_tensor * dst) {
+    if (dst->op != GGML_OP_MUL_MAT || ggml_get_op_params_i32(dst, 1) != GGML_HINT_SRC0_IS_TQ_TRANSFORM) {
+        return false;
+    }
+    const ggml_tensor * T = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    const int64_t d = T->ne[0];
+    const bool aligned = (uintptr_t) x->data % 16 == 0 && x->nb[1] % 16 == 0 && x->nb[2] % 16 == 0 && x->nb[3] % 16 == 0 &&
+                         (uintptr_t) T->data % 16 == 0;
+    return (d == 64 || d == 128 || d == 256) && T->ne[1] == d && T->ne[2] == 1 && T->type == GGML_TYPE_F32 &&
+           x->type == GGML_TYPE_F32 && dst->type == GGML_TYPE_F32 && ggml_is_contiguous(T) && ggml_is_contiguous(dst) &&
+           x->ne[0] == d && x->nb[0] == sizeof(float) && x->ne[3] == T->ne[3] && aligned &&
+           x->ne[1] * x->ne[2] * x->ne[3] < INT_MAX;
+}
+
+void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const tq_transform_tokens_args & a, int d) {
+    const int rows = d < 128 ? d : 128;
+    const dim3 grid((a.n_tok + TQ_TT_TOKENS - 1) / TQ_TT_TOKENS, a.r * a.n_kv, d / rows);
+    switch (d) {
+        case 64:  k_tq_transform_tokens<64><<<grid, 128, 0, ctx.stream()>>>(a); break;
+        case 128: k_tq_transform_tokens<128><<<grid, 128, 0, ctx.stream()>>>(a); break;
+        default:  k_tq_transform_tokens<256><<<grid, 128, 0, ctx.stream()>>>(a); break;
+    }
+}
+
+// The product alone, into dst's own layout [d, n_tokens, r, n_kv] (no fused copy after it).
+void ggml_cuda_tq_transform_tokens_into_dst(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+    const ggml_tensor * T = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    tq_transform_tokens_args a = {};
+    a.T = (const float *) T->data;
+    a.x = (const char *) x->data;
+    a.y = (char *) dst->data;
+    a.n_tok = (int) x->ne[1]; a.r = (int) x->ne[2]; a.n_kv = (int) x->ne[3];
+    a.xt = x->nb[1]; a.xs = x->nb[2]; a.xk = x->nb[3];
+    a.yt = dst->nb[1]; a.ys = dst->nb[2]; a.yk = dst->nb[3];
+    ggml_cuda_tq_transform_tokens(ctx, a, (int) T->ne[0]);
 }

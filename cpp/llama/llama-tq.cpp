@@ -241,19 +241,27 @@ ggml_tensor * llama_tq_apply(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
     // [d, n_head, n_tokens] (Q/K/V) or [d*n_head, n_tokens] (the attention output)
     const int64_t n_head = x->ne[0] == d ? x->ne[1] : x->ne[0] / d;
     const int64_t n_tokens = ggml_nelements(x) / (d * n_head);
-    ggml_tensor * y = ggml_is_contiguous(x) ? x : ggml_cont(ctx, x);
     // T [d, d, n_kv_head] broadcasts over the heads that share it (h -> h / (n_head / n_kv_head),
     // as attention maps them)
     if (n_tokens == 1) {
+        ggml_tensor * y = ggml_is_contiguous(x) ? x : ggml_cont(ctx, x);
         // hinted: a backend may fuse this product into its consumer (ggml-cuda/turboquant/tq-fuse.cu)
         y = ggml_mul_mat(ctx, T, ggml_reshape_3d(ctx, y, d, 1, n_head));
         ggml_mul_mat_set_hint(y, GGML_HINT_SRC0_IS_TQ_TRANSFORM);
         return ggml_reshape(ctx, y, x);
     }
-    // heads outermost: one [d, d] x [d, n_tokens] product per head, not n_head * n_tokens
-    // matrix-vector products
-    y = ggml_permute(ctx, ggml_reshape_3d(ctx, y, d, n_head, n_tokens), 0, 2, 1, 3); // [d, n_tokens, n_head]
-    y = ggml_mul_mat(ctx, T, y);
-    y = ggml_cont(ctx, ggml_permute(ctx, y, 0, 2, 1, 3));                           // [d, n_head, n_tokens]
+    // Several tokens: one [d, d] x [d, n_tokens] product per head, the tokens as its columns,
+    // read through a strided view of the heads (no copy in): x as [d, n_tokens, r, n_kv_head]
+    // against T as [d, d, 1, n_kv_head]. The product comes out token-major per head; the copy
+    // back into [d, n_head, n_tokens] is what a backend may fold into the product (tq-fuse.cu).
+    ggml_tensor * x3 = x;
+    if (x->ne[0] != d || x->nb[0] != ggml_type_size(x->type)) {
+        x3 = ggml_reshape_3d(ctx, ggml_is_contiguous(x) ? x : ggml_cont(ctx, x), d, n_head, n_tokens);
+    }
+    const int64_t n_kv = T->ne[2], r = n_head / n_kv;
+    ggml_tensor * xv = ggml_view_4d(ctx, x3, d, n_tokens, r, n_kv, x3->nb[2], x3->nb[1], r * x3->nb[1], 0);
+    ggml_tensor * y = ggml_mul_mat(ctx, ggml_reshape_4d(ctx, T, d, d, 1, n_kv), xv); // [d, n_tokens, r, n_kv]
+    ggml_mul_mat_set_hint(y, GGML_HINT_SRC0_IS_TQ_TRANSFORM);
+    y = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, y, d, n_tokens, n_head), 0, 2, 1, 3)); // [d, n_head, n_tokens]
     return ggml_reshape(ctx, y, x);
 }
