@@ -6,6 +6,7 @@
 #   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs
 #   scripts/device-cuda.sh bench    tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
 #   scripts/device-cuda.sh ncu      Nsight Compute on the tq2_5 decode kernel at 64K (speed of light, occupancy, stalls)
+#   scripts/device-cuda.sh prof     every kernel's own time in a decode token and a 512-token ubatch, f16 vs TQ
 #
 # From this machine (the `device` tool): first `bash scripts/make-device-src.sh`, then run this
 # script with carry [".device"]. The build is cached under ~/.cache/tqgguf like any other, so a
@@ -33,9 +34,10 @@ test)
     # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
     grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
-    # the TQ transforms alone (tq-transform.cu) and the chains of test_tq_attn_chain /
-    # test_tq_set_rows_chain, with the CUDA fusion of tq-fuse.cu off and on
-    GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 -o MUL_MAT,RESHAPE,SET_ROWS -p 'n_kv_head' > "$out/tbo-chains.log" 2>&1 || true
+    # the TQ transforms alone (tq-transform.cu: a token's, a ubatch's with its copy back and K's
+    # offset) and the chains of test_tq_attn_chain / test_tq_set_rows_chain, with the CUDA
+    # fusion of tq-fuse.cu off and on
+    GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 -o MUL_MAT,RESHAPE,SET_ROWS,TQ_TRANSFORM_TOKENS -p 'n_kv_head' > "$out/tbo-chains.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-chains.log" | tail -5 || true
     GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 -o RESHAPE,SET_ROWS -p 'out_transform|offset' > "$out/tbo-fused.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-fused.log" | tail -5 || true
@@ -51,11 +53,12 @@ test)
     ;;
 perf)
     # the decode attention op alone (Llama-3-8B's shape), every cache type in one run; the TQ
-    # transform of one token (hinted, and the same product unhinted); a cache's conversion to f16
-    "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT,MUL_MAT,CPY \
+    # transform of one token (hinted, and the same product unhinted) and of a 512-token ubatch;
+    # a cache's conversion to f16
+    "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT,MUL_MAT,CPY,TQ_TRANSFORM_TOKENS \
         -p 'nh=8,nr23=\[4,1\],kv=(16384|65536)|m=128,n=1,k=128,bs=\[8,1\],nr=\[4,1\]|d=128,n_kv_head=8|ne_src=\[1024,16384' \
         > "$out/perf.log" 2>&1 || true
-    grep -a -E "FLASH_ATTN_EXT|MUL_MAT|CPY" "$out/perf.log" | grep -a "us/run" | sed -E 's/ +/ /g' || tail -20 "$out/perf.log"
+    grep -a -E "FLASH_ATTN_EXT|MUL_MAT|CPY|TQ_TRANSFORM" "$out/perf.log" | grep -a "us/run" | sed -E 's/ +/ /g' || tail -20 "$out/perf.log"
     ;;
 ppl)
     # a real model (make-device-src.sh: SmolLM2-135M, first 14 layers, Q4_0): f16-cache logits on one
@@ -84,6 +87,38 @@ ncu)
         "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT -p 'nh=8,nr23=\[4,1\],kv=65536,.*type_K=tq2_5,type_V=tq2_5' \
         > "$out/ncu.txt" 2>&1 || true
     grep -a -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Stall|Warp Cycles|Issued Ipc|Executed Ipc|L1/TEX Hit|L2 Hit" "$out/ncu.txt" | head -40
+    ;;
+prof)
+    # Nsight Compute: each kernel's own duration in decode tokens and 512-token ubatches of a 4-layer
+    # model with Llama-3-8B's layer shape, f16 against tq2_5 (fusion off and on); then llama-bench on
+    # the same model without the profiler, whose time per token less the kernels' is what the
+    # launches and the gaps between kernels cost
+    command -v ncu > /dev/null || { echo "no ncu on this machine"; exit 0; }
+    model=/tmp/llama3-8b-shape-4l.gguf
+    if [ ! -f "$model.tq" ]; then
+        python3 -c "
+from tqgguf import synth
+synth.write('$model', synth.Shape(n_layer=4, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
+                                  n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))"
+        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 -q
+    fi
+    export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+    nc=(ncu --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function)
+    lb=("$bin/llama-bench" -m "$model.tq" -ngl 99 -fa 1)
+    for cfg in f16:0 tq2_5:0 tq2_5:1; do
+        t=${cfg%:*} fuse=${cfg#*:} name=${cfg%:*}-fuse${cfg#*:}
+        export GGML_CUDA_TQ_FUSE=$fuse
+        "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 0 -n 3 -r 1 > "$out/prof-tg-$name.csv" 2>&1 || true
+        "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 512 -n 0 -r 1 > "$out/prof-pp-$name.csv" 2>&1 || true
+        for k in tg pp; do
+            echo "== $k $name"
+            python3 "$root/scripts/kernel-times.py" "$out/prof-$k-$name.csv" --last "$([ $k = tg ] && echo 60 || echo 0)" \
+                > "$out/prof-$k-$name.txt" || true
+            head -14 "$out/prof-$k-$name.txt"
+        done
+        "${lb[@]}" -ctk $t -ctv $t -p 512 -n 64 -r 3 2>&1 | grep -a -E "^\| .*(pp|tg)[0-9]" || true
+    done
+    unset GGML_CUDA_TQ_FUSE
     ;;
 bench)
     model=/tmp/llama3-8b-shape.gguf
