@@ -2,19 +2,20 @@
 # Build llama.cpp (pinned: the llama-cpp-python 0.3.36 sdist, upstream 0c1e570) with tqgguf's
 # patch series and C core, and install its tools into PREFIX/bin.
 #
-#   scripts/build-llama.sh [--cuda] [--asan] [--src DIR] [--prefix DIR] [--jobs N]
+#   scripts/build-llama.sh [--cuda] [--asan] [--src DIR] [--prefix DIR] [--jobs N] [--tree-only DIR]
 #
 #   --cuda        also build the CUDA backend (CMAKE_CUDA_ARCHITECTURES from $CUDA_ARCHS, default 90)
 #   --asan        AddressSanitizer build (a separate cache entry)
 #   --src DIR     start from your own checkout of upstream 0c1e570 instead of the sdist (it is copied)
 #   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
+#   --tree-only DIR  write the patched source tree (patches + C core) to DIR/llama.cpp and stop
 #
 # The build is cached under a key made of the pin, the patches, cpp/ and the options: a second
 # call with nothing changed prints PREFIX in seconds. PREFIX/.complete is written last, so an
 # interrupted build is never taken for a finished one. Prints PREFIX on stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cuda=0 asan=0 src="" prefix="" jobs=$(nproc)
+cuda=0 asan=0 src="" prefix="" jobs=$(nproc) tree_only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --cuda) cuda=1 ;;
@@ -22,7 +23,8 @@ while [ $# -gt 0 ]; do
         --src) src=$(cd "$2" && pwd); shift ;;
         --prefix) prefix=$2; shift ;;
         --jobs|-j) jobs=$2; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --tree-only) tree_only=$2; shift ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-llama.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -40,7 +42,7 @@ key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targe
          find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh scripts/import-core.sh; } | sha256sum | cut -c1-16)
 [ -n "$src" ] && key="$key-src"
 prefix=${prefix:-$cache/llama/$key}
-if [ -f "$prefix/.complete" ] && [ "$(cat "$prefix/.complete")" = "$key" ]; then
+if [ -z "$tree_only" ] && [ -f "$prefix/.complete" ] && [ "$(cat "$prefix/.complete")" = "$key" ]; then
     for t in $TARGETS; do [ -x "$prefix/bin/$t" ] || die "cached build $prefix lacks bin/$t: delete $prefix and run again"; done
     echo "$prefix"
     exit 0
@@ -85,6 +87,15 @@ for p in $(cat "$root/patches/series"); do
     apply_do "$root/patches/$p"
 done
 bash "$root/scripts/import-core.sh" "$tree"
+if [ -n "$tree_only" ]; then
+    mkdir -p "$tree_only"
+    rm -rf "$tree_only/llama.cpp"
+    mv "$tree" "$tree_only/llama.cpp"
+    rm -rf "$work"
+    log "patched source tree in $tree_only/llama.cpp"
+    echo "$tree_only/llama.cpp"
+    exit 0
+fi
 
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON
       -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON -DGGML_NATIVE=ON

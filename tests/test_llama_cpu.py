@@ -214,3 +214,18 @@ def test_recall_table(llama_bin, centered_smollm2, tmp_path):
     assert recs[0]["status"] == "ok" and recs[0]["recalled"], recs
     table = rc.markdown(recs, (1024,), (0.5,))
     assert "| tq3_5 | ✓ | 1/1 |" in table
+
+
+def test_build_tree_only_writes_the_patched_source_and_nothing_else(tmp_path):
+    # scripts/sass-mix.py compiles CUDA kernels in this tree; the option must never build, nor
+    # touch what else lies in the folder it is given
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine")
+    r = _run(["bash", Path(__file__).resolve().parent.parent / "scripts/build-llama.sh", "--tree-only", tmp_path])
+    assert r.returncode == 0, r.stderr[-2000:]
+    tree = Path(r.stdout.strip().splitlines()[-1])
+    assert tree == tmp_path / "llama.cpp"
+    assert "GGML_TYPE_TQ2_5" in (tree / "ggml/include/ggml.h").read_text()
+    assert (tree / "ggml/src/ggml-cuda/turboquant/tq-fattn.cuh").is_file()  # the C core, imported
+    assert not (tree / "build").exists()
+    assert keep.read_text() == "mine"
