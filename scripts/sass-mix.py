@@ -129,14 +129,24 @@ def main() -> None:
         src = tree / f"ggml/src/ggml-cuda/turboquant/tq-fattn-k-{a.k}.cu"
         cubin = Path(tmp) / "k.cubin"
         inc = ["ggml/include", "ggml/src", "ggml/src/ggml-cuda", "ggml/src/turboquant", "ggml/src/ggml-cuda/turboquant"]
-        run(["nvcc", "-std=c++17", f"-arch={a.arch}", "-O3", "-cubin", "-DGGML_USE_CUDA", f"-I{stub}",
-             *[f"-I{tree / i}" for i in inc], "-o", str(cubin), str(src)])
+        r = subprocess.run(["nvcc", "-std=c++17", f"-arch={a.arch}", "-O3", "-cubin", "-Xptxas", "-v", "-DGGML_USE_CUDA",
+                            f"-I{stub}", *[f"-I{tree / i}" for i in inc], "-o", str(cubin), str(src)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            die(f"nvcc failed: {next((ln for ln in r.stderr.splitlines() if 'error' in ln), r.stderr[-300:]).strip()}")
+        ptxas = r.stderr
         sass = run([str(t["cuobjdump"]), "-sass", str(cubin)], env=env)
     fn = f"_Z17k_tq_fattn_decodeILi{a.d}EL9ggml_type{TYPE_IDS[a.k]}ELS0_{TYPE_IDS[a.v]}EEv12tq_fa_params"
     n, mix = loop_mix(sass, fn)
+    # ptxas -v: "Compiling entry function 'NAME'", then its spill and register lines
+    info = ptxas[ptxas.find(f"'{fn}'"):]
+    regs = re.search(r"Used (\d+) registers", info)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", info)
     # an iteration is one warp over 32 keys, i.e. 32 * 2d K/V values over 32 lanes
     print(f"k_tq_fattn_decode<{a.d}, {a.k}, {a.v}> ({a.arch}): {n} warp instructions per loop iteration "
-          f"(32 keys), {n / (2 * a.d):.2f} lane instructions per K/V value")
+          f"(32 keys), {n / (2 * a.d):.2f} lane instructions per K/V value; "
+          f"{regs.group(1) if regs else '?'} registers, spills {spill.group(1) if spill else '?'}/"
+          f"{spill.group(2) if spill else '?'} bytes stored/loaded")
     for op, c in mix.most_common(a.top):
         print(f"  {op:<10} {c:>5}")
 
