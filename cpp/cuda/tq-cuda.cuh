@@ -32,18 +32,12 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
                             float * out = nullptr);
 
 // The same transforms of several tokens (a ubatch): T [d, d, 1, n_kv] times the strided view
-// x [d, n_tok, r, n_kv] of the heads, on tensor cores. y[:, t, s, kv] = T[kv] x[:, t, s, kv]
-// (+ bias[(kv * r + s) * d ...]) at byte strides yt, ys, yk: dst's own layout, or the final
-// head-major one when tq-fuse.cu folds the copy back into it.
-struct tq_transform_tokens_args {
-    const float * T; const char * x; char * y; const float * bias;
-    int n_tok, r, n_kv;
-    int64_t xt, xs, xk; // x's byte strides: token, head within the group, KV head
-    int64_t yt, ys, yk; // y's
-};
+// x [d, n_tok, r, n_kv] of the heads, on tensor cores. Into dst's own layout [d, n_tok, r, n_kv],
+// or with `out` into the head-major [d, n_head, n_tok] (contiguous, head h = kv * r + s) that
+// the graph's copy back would make (tq-fuse.cu), plus `bias` ([d, n_head]) when given.
 bool ggml_cuda_tq_transform_tokens_applies(const ggml_tensor * dst);
-void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const tq_transform_tokens_args & a, int d);
-void ggml_cuda_tq_transform_tokens_into_dst(ggml_backend_cuda_context & ctx, ggml_tensor * dst);
+void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, float * out = nullptr,
+                                   const float * bias = nullptr);
 
 // A chain of graph nodes that one TQ kernel computes (tq-fuse.cu): a TQ transform (MUL_MAT
 // hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused with what follows it.

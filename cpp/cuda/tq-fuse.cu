@@ -183,13 +183,13 @@ int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     }
 
     // MUL_MAT -> [ADD offset] -> SET_ROWS into a TQ cache
-    const ggml_tensor * add = nullptr;
+    const ggml_tensor * add = tq_offset_add(g, j, mm);
+    if (add && ggml_nelements(add->src[1]) != ggml_nelements(mm)) {
+        add = nullptr; // an offset per head of the one token, as the quantizer reads it
+    }
     const ggml_tensor * sr = next;
     int last = j;
-    if (next->op == GGML_OP_ADD && tq_root(next->src[0]) == mm && next->src[0]->ne[0] == mm->ne[0] &&
-        next->src[1]->type == GGML_TYPE_F32 && ggml_is_contiguous(next->src[1]) && next->src[1]->ne[0] == mm->ne[0] &&
-        ggml_nelements(next->src[1]) == ggml_nelements(mm) && ggml_are_same_shape(next, next->src[0])) {
-        add = next;
+    if (add) {
         last = tq_next_compute(g, j);
         if (last >= g->n_nodes) {
             return 0;
@@ -223,22 +223,10 @@ void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_
         case ggml_cuda_tq_fused::TRANSFORM:
             ggml_cuda_tq_transform(ctx, m.mm, (const float *) m.offset->data, (float *) m.out->data);
             break;
-        case ggml_cuda_tq_fused::TOKENS: {
-            // the product written where the copy back puts it: head h = kv * r + s of token t at
-            // out's byte strides nb[1] (head) and nb[2] (token), out [d, n_head, n_tok] contiguous
-            const ggml_tensor * T = m.mm->src[0];
-            const ggml_tensor * x = m.mm->src[1];
-            tq_transform_tokens_args a = {};
-            a.T = (const float *) T->data;
-            a.x = (const char *) x->data;
-            a.y = (char *) m.out->data;
-            a.bias = m.offset ? (const float *) m.offset->data : nullptr;
-            a.n_tok = (int) x->ne[1]; a.r = (int) x->ne[2]; a.n_kv = (int) x->ne[3];
-            a.xt = x->nb[1]; a.xs = x->nb[2]; a.xk = x->nb[3];
-            const int64_t head = T->ne[0] * sizeof(float);
-            a.yt = head * a.r * a.n_kv; a.ys = head; a.yk = head * a.r;
-            ggml_cuda_tq_transform_tokens(ctx, a, (int) T->ne[0]);
-        } break;
+        case ggml_cuda_tq_fused::TOKENS:
+            // the product written where the copy back puts it: out is [d, n_head, n_tok], contiguous
+            ggml_cuda_tq_transform_tokens(ctx, m.mm, (float *) m.out->data, m.offset ? (const float *) m.offset->data : nullptr);
+            break;
         default:
             GGML_ABORT("TQ fusion: no chain");
     }

@@ -25,7 +25,9 @@ static __global__ void __launch_bounds__(32) k_tq_transform(const float * T, con
     y[(int64_t) h * D + rows + lane] = bias ? v + bias[(int64_t) h * D + rows + lane] : v;
 }
 
-bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst) {
+// What both forms need: a hinted MUL_MAT of a contiguous f32 T [d, d, ...] (d = 64, 128, 256) by
+// f32 x, into a contiguous f32 dst.
+static bool tq_transform_hinted(const ggml_tensor * dst) {
     if (dst->op != GGML_OP_MUL_MAT || ggml_get_op_params_i32(dst, 1) != GGML_HINT_SRC0_IS_TQ_TRANSFORM) {
         return false;
     }
@@ -33,8 +35,16 @@ bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst) {
     const ggml_tensor * x = dst->src[1];
     const int64_t d = T->ne[0];
     return (d == 64 || d == 128 || d == 256) && T->ne[1] == d && T->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 &&
-           dst->type == GGML_TYPE_F32 && ggml_is_contiguous(T) && ggml_is_contiguous(x) && ggml_is_contiguous(dst) &&
-           x->ne[0] == d && x->ne[1] == 1 && x->ne[3] == 1 && T->ne[3] == 1 && x->ne[2] % T->ne[2] == 0;
+           dst->type == GGML_TYPE_F32 && ggml_is_contiguous(T) && ggml_is_contiguous(dst) && x->ne[0] == d;
+}
+
+bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst) {
+    if (!tq_transform_hinted(dst)) {
+        return false;
+    }
+    const ggml_tensor * T = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    return ggml_is_contiguous(x) && x->ne[1] == 1 && x->ne[3] == 1 && T->ne[3] == 1 && x->ne[2] % T->ne[2] == 0;
 }
 
 void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, const float * bias, float * out) {
@@ -54,11 +64,20 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
 
 // ---- several tokens: TF32 tensor cores -------------------------------------------------
 //
-// A block computes 128 output dimensions (all of them when d = 64) of one head for 64 tokens: C (rows x tokens) =
-// T (rows x d) X (d x tokens), in chunks of 32 of d staged through shared memory. TF32 keeps
+// A block computes 128 output dimensions (all of them when d = 64) of one head for 64 tokens:
+// C (rows x tokens) = T (rows x d) X (d x tokens), in chunks of 32 of d staged through shared
+// memory. TF32 keeps
 // f32's range with an 11-bit significand, as f16 K/V caches and f16 flash attention do; what
 // follows the products rounds far more (the TQ quantizer, f16 attention, the q8_1 input of
 // the output projection).
+
+// The kernel's arguments: y[:, t, s, kv] = T[kv] x[:, t, s, kv] (+ bias[(kv * r + s) * d ...]).
+struct tq_transform_tokens_args {
+    const float * T; const char * x; char * y; const float * bias;
+    int n_tok, r, n_kv;
+    int64_t xt, xs, xk; // x's byte strides: token, head within the group, KV head
+    int64_t yt, ys, yk; // y's
+};
 
 static constexpr int TQ_TT_TOKENS = 64;
 static constexpr int TQ_TT_KC     = 32;
@@ -153,21 +172,35 @@ static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_tra
 }
 
 bool ggml_cuda_tq_transform_tokens_applies(const ggml_tensor * dst) {
-    if (dst->op != GGML_OP_MUL_MAT || ggml_get_op_params_i32(dst, 1) != GGML_HINT_SRC0_IS_TQ_TRANSFORM) {
+    if (!tq_transform_hinted(dst)) {
         return false;
     }
     const ggml_tensor * T = dst->src[0];
     const ggml_tensor * x = dst->src[1];
-    const int64_t d = T->ne[0];
     const bool aligned = (uintptr_t) x->data % 16 == 0 && x->nb[1] % 16 == 0 && x->nb[2] % 16 == 0 && x->nb[3] % 16 == 0 &&
                          (uintptr_t) T->data % 16 == 0;
-    return (d == 64 || d == 128 || d == 256) && T->ne[1] == d && T->ne[2] == 1 && T->type == GGML_TYPE_F32 &&
-           x->type == GGML_TYPE_F32 && dst->type == GGML_TYPE_F32 && ggml_is_contiguous(T) && ggml_is_contiguous(dst) &&
-           x->ne[0] == d && x->nb[0] == sizeof(float) && x->ne[3] == T->ne[3] && aligned &&
+    return T->ne[2] == 1 && x->nb[0] == sizeof(float) && x->ne[3] == T->ne[3] && aligned &&
            x->ne[1] * x->ne[2] * x->ne[3] < INT_MAX;
 }
 
-void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const tq_transform_tokens_args & a, int d) {
+void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, float * out, const float * bias) {
+    const ggml_tensor * T = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    const int d = (int) T->ne[0];
+    tq_transform_tokens_args a = {};
+    a.T = (const float *) T->data;
+    a.x = (const char *) x->data;
+    a.bias = bias;
+    a.n_tok = (int) x->ne[1]; a.r = (int) x->ne[2]; a.n_kv = (int) x->ne[3];
+    a.xt = x->nb[1]; a.xs = x->nb[2]; a.xk = x->nb[3];
+    if (out) { // head-major [d, n_head, n_tok], head h = kv * r + s
+        const int64_t head = d * sizeof(float);
+        a.y = (char *) out;
+        a.yt = head * a.r * a.n_kv; a.ys = head; a.yk = head * a.r;
+    } else {   // dst's own layout [d, n_tok, r, n_kv]
+        a.y = (char *) dst->data;
+        a.yt = dst->nb[1]; a.ys = dst->nb[2]; a.yk = dst->nb[3];
+    }
     const int rows = d < 128 ? d : 128;
     const dim3 grid((a.n_tok + TQ_TT_TOKENS - 1) / TQ_TT_TOKENS, a.r * a.n_kv, d / rows);
     switch (d) {
@@ -175,18 +208,4 @@ void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const tq_tra
         case 128: k_tq_transform_tokens<128><<<grid, 128, 0, ctx.stream()>>>(a); break;
         default:  k_tq_transform_tokens<256><<<grid, 128, 0, ctx.stream()>>>(a); break;
     }
-}
-
-// The product alone, into dst's own layout [d, n_tokens, r, n_kv] (no fused copy after it).
-void ggml_cuda_tq_transform_tokens_into_dst(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
-    const ggml_tensor * T = dst->src[0];
-    const ggml_tensor * x = dst->src[1];
-    tq_transform_tokens_args a = {};
-    a.T = (const float *) T->data;
-    a.x = (const char *) x->data;
-    a.y = (char *) dst->data;
-    a.n_tok = (int) x->ne[1]; a.r = (int) x->ne[2]; a.n_kv = (int) x->ne[3];
-    a.xt = x->nb[1]; a.xs = x->nb[2]; a.xk = x->nb[3];
-    a.yt = dst->nb[1]; a.ys = dst->nb[2]; a.yk = dst->nb[3];
-    ggml_cuda_tq_transform_tokens(ctx, a, (int) T->ne[0]);
 }
