@@ -29,6 +29,21 @@ bin=$prefix/bin
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 export PYTHONPATH="$root:$src/gguf-py${PYTHONPATH:+:$PYTHONPATH}"
 
+# A random-weight model with Llama-3-8B's layer shape and N layers, prepared (made once per
+# machine); prints the prepared file. K centers from 128 tokens: the weights are random, this
+# only puts the centering's add in the graph.
+llama3_shape() {
+    local model=/tmp/llama3-8b-shape-$1l.gguf
+    if [ ! -f "$model.tq" ]; then
+        python3 -c "
+from tqgguf import synth
+synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
+                                  n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))" >&2 || exit 1
+        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 -q >&2 || exit 1
+    fi
+    echo "$model.tq"
+}
+
 case "$step" in
 test)
     # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
@@ -94,17 +109,10 @@ prof)
     # the same model without the profiler, whose time per token less the kernels' is what the
     # launches and the gaps between kernels cost
     command -v ncu > /dev/null || { echo "no ncu on this machine"; exit 0; }
-    model=/tmp/llama3-8b-shape-4l.gguf
-    if [ ! -f "$model.tq" ]; then
-        python3 -c "
-from tqgguf import synth
-synth.write('$model', synth.Shape(n_layer=4, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
-                                  n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))"
-        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 -q
-    fi
+    model=$(llama3_shape 4)
     export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
     nc=(ncu --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function)
-    lb=("$bin/llama-bench" -m "$model.tq" -ngl 99 -fa 1)
+    lb=("$bin/llama-bench" -m "$model" -ngl 99 -fa 1)
     for cfg in f16:0 tq2_5:0 tq2_5:1; do
         t=${cfg%:*} fuse=${cfg#*:} name=${cfg%:*}-fuse${cfg#*:}
         export GGML_CUDA_TQ_FUSE=$fuse
@@ -121,17 +129,9 @@ synth.write('$model', synth.Shape(n_layer=4, n_embd=4096, n_head=32, n_kv_head=8
     unset GGML_CUDA_TQ_FUSE
     ;;
 bench)
-    model=/tmp/llama3-8b-shape.gguf
-    if [ ! -f "$model.tq" ]; then
-        python3 -c "
-from tqgguf import synth
-synth.write('$model', synth.Shape(n_layer=32, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
-                                  n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))"
-        # K centers from 128 tokens (the weights are random: this only puts the centering's add in the graph)
-        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 -q
-    fi
+    model=$(llama3_shape 32)
     # one GPU: the figures are per card
-    CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} python3 -m tqgguf.cli bench "$model.tq" --llama-bin "$bin" --out "$out/bench" -q "$@"
+    CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} python3 -m tqgguf.cli bench "$model" --llama-bin "$bin" --out "$out/bench" -q "$@"
     ;;
 *) echo "device-cuda.sh: unknown step $step" >&2; exit 2 ;;
 esac
