@@ -113,14 +113,14 @@ template <> struct tq_quarter<GGML_TYPE_TQ2_5> {
         }
         return r;
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t * lh, const uint32_t * ll, uint32_t (&x)[8]) {
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*tb)[256], uint32_t (&x)[8]) {
         const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
-        x[0] = tq_h2_mul(lh[tq_pair3(r.a, r.b)], dh);
-        x[1] = tq_h2_mul(lh[tq_pair3(r.a >> 4, r.b >> 4)], dh);
+        x[0] = tq_h2_mul(tb[0][tq_pair3(r.a, r.b)], dh);
+        x[1] = tq_h2_mul(tb[0][tq_pair3(r.a >> 4, r.b >> 4)], dh);
 #pragma unroll
-        for (int m = 0; m < 3; ++m) {
-            x[2 + 2 * m] = tq_h2_mul(ll[r.l[m] & 15], dl);
-            x[3 + 2 * m] = tq_h2_mul(ll[r.l[m] >> 4], dl);
+        for (int m = 0; m < 3; ++m) { // the whole plane byte indexes both of its pairs' tables
+            x[2 + 2 * m] = tq_h2_mul(tb[1][r.l[m]], dl);
+            x[3 + 2 * m] = tq_h2_mul(tb[2][r.l[m]], dl);
         }
     }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
@@ -145,14 +145,14 @@ template <> struct tq_quarter<GGML_TYPE_TQ3_5> {
         }
         return r;
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t * lh, const uint32_t * ll, uint32_t (&x)[8]) {
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*tb)[256], uint32_t (&x)[8]) {
         const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
-        x[0] = tq_h2_mul(lh[r.h & 0xFF], dh);
-        x[1] = tq_h2_mul(lh[r.h >> 8], dh);
+        x[0] = tq_h2_mul(tb[0][r.h & 0xFF], dh);
+        x[1] = tq_h2_mul(tb[0][r.h >> 8], dh);
 #pragma unroll
         for (int m = 0; m < 3; ++m) {
-            x[2 + 2 * m] = tq_h2_mul(ll[tq_pair3(r.a[m], r.b[m])], dl);
-            x[3 + 2 * m] = tq_h2_mul(ll[tq_pair3(r.a[m] >> 4, r.b[m] >> 4)], dl);
+            x[2 + 2 * m] = tq_h2_mul(tb[1][tq_pair3(r.a[m], r.b[m])], dl);
+            x[3 + 2 * m] = tq_h2_mul(tb[1][tq_pair3(r.a[m] >> 4, r.b[m] >> 4)], dl);
         }
     }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
@@ -167,7 +167,7 @@ template <> struct tq_quarter<GGML_TYPE_F16> {
         const uint4 * p = (const uint4 *) (row + (blk * TQ_BLOCK + 16 * q) * 2);
         return { p[0], p[1] };
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t *, const uint32_t *, uint32_t (&x)[8]) {
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*)[256], uint32_t (&x)[8]) {
         x[0] = r.a.x; x[1] = r.a.y; x[2] = r.a.z; x[3] = r.a.w;
         x[4] = r.b.x; x[5] = r.b.y; x[6] = r.b.z; x[7] = r.b.w;
     }
@@ -187,7 +187,7 @@ template <> struct tq_quarter<GGML_TYPE_Q8_0> {
         }
         return r;
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t *, const uint32_t *, uint32_t (&x)[8]) {
+    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*)[256], uint32_t (&x)[8]) {
         const uint32_t d = __byte_perm(r.d, 0, 0x1010);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -198,8 +198,10 @@ template <> struct tq_quarter<GGML_TYPE_Q8_0> {
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) { return 16 * q + 2 * p + e; }
 };
 
-// The pair tables of a TQ type in shared memory: hi (outlier group) then lo, each entry the f16
-// pair (c[a], c[b]) at index a | b << bits.
+// The pair tables of a TQ type in shared memory: [0] hi (outlier group), [1] lo, each entry the
+// f16 pair (c[a], c[b]) at index a | b << bits. TQ2_5's 2-bit lo plane bytes hold two pairs:
+// [1] takes the whole byte to its low nibble's pair and [2] to its high nibble's, so a byte
+// indexes both without a mask or a shift.
 template <ggml_type T>
 static __device__ __forceinline__ void tq_pair_tables(const tq_lut & l, uint32_t (*tab)[256]) {
     if constexpr (T == GGML_TYPE_TQ2_5 || T == GGML_TYPE_TQ3_5) {
@@ -208,7 +210,10 @@ static __device__ __forceinline__ void tq_pair_tables(const tq_lut & l, uint32_t
             if (i < (1 << (2 * bh))) {
                 tab[0][i] = tq_h2(l.c[0][i & ((1 << bh) - 1)], l.c[0][i >> bh]);
             }
-            if (i < (1 << (2 * bl))) {
+            if constexpr (T == GGML_TYPE_TQ2_5) {
+                tab[1][i] = tq_h2(l.c[1][i & 3], l.c[1][(i >> 2) & 3]);
+                tab[2][i] = tq_h2(l.c[1][(i >> 4) & 3], l.c[1][i >> 6]);
+            } else if (i < (1 << (2 * bl))) {
                 tab[1][i] = tq_h2(l.c[1][i & ((1 << bl) - 1)], l.c[1][i >> bl]);
             }
         }
@@ -257,7 +262,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     using QK = tq_quarter<TK>;
     using QV = tq_quarter<TV>;
     __shared__ __align__(16) float Qt[D * NC];
-    __shared__ uint32_t tab[2][2][256]; // pair tables: [K, V][hi, lo]
+    __shared__ uint32_t tab[2][3][256]; // pair tables: [K, V][tq_pair_tables' three]
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
     __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][D]; // also stages the fused path's raw Q
 
@@ -342,7 +347,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t x[8];
-                QK::decode(QK::load(row, b, t), tab[0][0], tab[0][1], x);
+                QK::decode(QK::load(row, b, t), tab[0], x);
 #pragma unroll
                 for (int s = 0; s < 4; ++s) {
                     tq_mma(S[j][0], S[j][1], qa[4 * b + s][0], qa[4 * b + s][1], x[2 * s], x[2 * s + 1]);
@@ -407,7 +412,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                 uint32_t X[4][8];
 #pragma unroll
                 for (int r = 0; r < 4; ++r) {
-                    QV::decode(QV::load(rows[r], blk, g % 4), tab[1][0], tab[1][1], X[r]);
+                    QV::decode(QV::load(rows[r], blk, g % 4), tab[1], X[r]);
                 }
 #pragma unroll
                 for (int i = 0; i < VP; ++i) {
