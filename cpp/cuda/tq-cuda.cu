@@ -38,15 +38,22 @@ static __device__ __forceinline__ void tq_lut_to_shared(const tq_lut & lut, floa
 // Stored as one 16-byte (f16) or two (f32) vectors when y allows: the conversions feed
 // prefill's flash attention with the whole cache, and 2-byte stores scattered over a warp
 // cost many times the bytes they write.
-template <ggml_type T, typename dst_t, bool vec>
-static __device__ __forceinline__ void tq_dequantize_eighth(const uint8_t * blk, int u, const float (*lut)[16], dst_t * y) {
-    const int hi = u < TQ_HI / 8;
-    const float d = tq_scale_at(blk, hi);
-    dst_t v[8];
+template <ggml_type T, typename dst_t, bool HI>
+static __device__ __forceinline__ void tq_dequantize_eighth_of(const uint8_t * blk, int j0, const float * lut, dst_t (&v)[8]) {
+    const float d = tq_scale_at(blk, HI);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        const tq_slot s = tq_slot_of<T>(8 * u + i);
-        v[i] = ggml_cuda_cast<dst_t>(d * lut[hi ? 0 : 1][tq_code_at(blk, s)]);
+        v[i] = ggml_cuda_cast<dst_t>(d * lut[tq_code_at(blk, tq_slot_in_group<T, HI>(j0 + i))]);
+    }
+}
+
+template <ggml_type T, typename dst_t, bool vec>
+static __device__ __forceinline__ void tq_dequantize_eighth(const uint8_t * blk, int u, const float (*lut)[16], dst_t * y) {
+    dst_t v[8];
+    if (u < TQ_HI / 8) {
+        tq_dequantize_eighth_of<T, dst_t, true>(blk, 8 * u, lut[0], v);
+    } else {
+        tq_dequantize_eighth_of<T, dst_t, false>(blk, 8 * u - TQ_HI, lut[1], v);
     }
     if constexpr (vec) {
 #pragma unroll

@@ -37,20 +37,25 @@ struct tq_slot {
 };
 
 // A plane of n codes of `bits` bits keeps code i in byte i % (n*bits/8) at bit bits*(i / that).
+// Slot j of the outlier group (HI) or of the rest: with the group known at compile time every
+// division here is by a constant; a group chosen at run time makes them integer divisions.
+template <ggml_type T, bool HI>
+static __host__ __device__ __forceinline__ tq_slot tq_slot_in_group(int j) {
+    using L = tq_layout<T>;
+    if constexpr (HI) {
+        constexpr int nb = TQ_HI * L::hi_a_bits / 8;
+        return { L::hi_a + j % nb, L::hi_a_bits * (j / nb), (1 << L::hi_a_bits) - 1,
+                 L::hi_b < 0 ? -1 : L::hi_b + j % (TQ_HI / 8), j / (TQ_HI / 8), 1 };
+    } else {
+        constexpr int nb = TQ_LO * L::lo_a_bits / 8;
+        return { L::lo_a + j % nb, L::lo_a_bits * (j / nb), (1 << L::lo_a_bits) - 1,
+                 L::lo_b < 0 ? -1 : L::lo_b + j % (TQ_LO / 8), j / (TQ_LO / 8), 0 };
+    }
+}
+
 template <ggml_type T>
 static __host__ __device__ __forceinline__ tq_slot tq_slot_of(int s) {
-    using L = tq_layout<T>;
-    tq_slot r;
-    if (s < TQ_HI) {
-        const int nb = TQ_HI * L::hi_a_bits / 8;
-        r = { L::hi_a + s % nb, L::hi_a_bits * (s / nb), (1 << L::hi_a_bits) - 1,
-              L::hi_b < 0 ? -1 : L::hi_b + s % (TQ_HI / 8), s / (TQ_HI / 8), 1 };
-    } else {
-        const int i = s - TQ_HI, nb = TQ_LO * L::lo_a_bits / 8;
-        r = { L::lo_a + i % nb, L::lo_a_bits * (i / nb), (1 << L::lo_a_bits) - 1,
-              L::lo_b < 0 ? -1 : L::lo_b + i % (TQ_LO / 8), i / (TQ_LO / 8), 0 };
-    }
-    return r;
+    return s < TQ_HI ? tq_slot_in_group<T, true>(s) : tq_slot_in_group<T, false>(s - TQ_HI);
 }
 
 static __device__ __forceinline__ int tq_code_at(const uint8_t * blk, const tq_slot & q) {
