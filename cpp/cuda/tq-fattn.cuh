@@ -7,18 +7,20 @@
 // row is read and decoded once per block, then used by every column.
 //
 // Both products run on tensor cores (mma m16n8k16, f16 in, f32 accumulate), the columns as the
-// M rows (8 of 16 used). A lane decodes a "quarter" of a block at a time: 16 values as 8 f16
-// pairs, each pair one lookup in a shared table indexed by the two codes' bits as they sit in
-// one plane byte, times the group scale. The pairs go straight into mma fragments; the order
-// of dimensions inside a k-slice is free as long as Q follows it, so no code is ever moved
-// into dimension order.
+// 8 of N and keys (K phase) or dimensions (V phase) as the 16 of M, so no row is padding. A
+// lane decodes a "quarter" of a block at a time: 16 values as 8 f16 pairs, each pair one
+// lookup in a shared table indexed by the two codes' bits as they sit in one plane byte, times
+// the group scale. The pairs go straight into mma fragments; the order of dimensions inside a
+// k-slice is free as long as Q follows it, so no code is ever moved into dimension order.
 //
 //   grid  (n_head_kv, n_splits, n_seq)   block 128 threads = 4 warps, each on its own 32-key tiles
-//   K phase: S^T (columns x 32 keys) = Q^T K^T; lane (g, t) decodes quarter t of key g of each
-//            8-key sub-tile, which is its B fragment
-//   softmax: online, per column, across the 4 lanes that hold it
-//   V phase: O^T += P^T V; the C fragments of S^T are P^T's A fragments as they stand; lane
-//            (g, t) decodes its dimensions of keys 2t, 2t+1, 2t+8, 2t+9 and pairs them by key
+//   K phase: S (16 keys x columns) = K Q^T; lane (g, t) decodes quarter t of keys g and g + 8 of
+//            each 16-key half: its A fragment; Q's B fragments are fixed for the whole kernel
+//   softmax: online, per column; lane (g, t) holds columns 2t, 2t + 1, the 8 lanes g of a t
+//            hold a column's 32 keys
+//   V phase: O^T (16 dims x columns) += V^T P^T; P's fragments are transposed into B fragments
+//            with movmatrix; lane (g, t) decodes its dimensions of keys 2t, 2t+1, 2t+8, 2t+9 and
+//            pairs them by key: element 0 of pair i is row g of m-tile i, element 1 row g + 8
 // Each block merges its warps and writes unnormalized partial outputs and (max, sum) per
 // column; a second kernel merges the splits.
 #pragma once
@@ -56,14 +58,22 @@ int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits
 // ---- tensor cores ---------------------------------------------------------------------------
 // D = A B + C with A 16x16 (row-major), B 16x8 (column-major), f16 in, f32 accumulate. Lane
 // l = 4g + t holds, as f16 pairs: a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8,
-// 2t+9], a3 = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; and c0, c1 =
-// C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]. Rows 8..15 of A (columns 8..15 of the attention)
-// are never used, so a1 = a3 = 0 and only c0, c1 are kept.
-static __device__ __forceinline__ void tq_mma(float & c0, float & c1, uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
-    float c2 = 0.0f, c3 = 0.0f; // rows 8..15: zero, and dropped
+// 2t+9], a3 = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; and c[0], c[1] =
+// C[g][2t, 2t+1], c[2], c[3] = C[g+8][2t, 2t+1]. Keys (K phase) and dimensions (V phase) are
+// the 16 rows, the at most 8 columns the 8 of N: no row is padding.
+static __device__ __forceinline__ void tq_mma_full(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                   uint32_t b0, uint32_t b1) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// An 8x8 matrix of f16 held as lane l = 4g + t having row g, elements 2t, 2t+1, transposed in
+// the same layout (lane (g, t) gets column g, rows 2t, 2t+1).
+static __device__ __forceinline__ uint32_t tq_movmatrix_trans(uint32_t x) {
+    uint32_t r;
+    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x));
+    return r;
 }
 
 static __device__ __forceinline__ uint32_t tq_h2(float lo, float hi) {
@@ -256,7 +266,6 @@ __launch_bounds__(TQ_FA_THREADS, D >= 256 ? 2 : 3)
 static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     constexpr int NC = TQ_FA_MAX_COLS;
     constexpr int NB = D / TQ_BLOCK;          // blocks per row
-    constexpr int NT = D / 8;                 // 8-wide dimension tiles of the V phase
     constexpr int VQ = D >= 128 ? D / 128 : 1; // quarters a lane decodes per V row
     constexpr int VP = D >= 128 ? 8 : 4;      // pairs it uses of each
     using QK = tq_quarter<TK>;
@@ -320,14 +329,21 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     const char * K = p.K + (seq % p.k_ne3) * p.nbk3 + hkv * p.nbk2;
     const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
     const half * mask = p.mask ? (const half *) (p.mask + (seq % p.mask_ne3) * p.nbm3) : nullptr;
-    const bool col_ok = g < p.ncols;
-    const half * mrow = mask ? mask + (int64_t) (g / p.gqa) * p.nbm1 / 2 : nullptr;
-
-    float M = -INFINITY, Lp = 0.0f; // column g: running max; this lane's share of the sum
-    float O[NT][2];
+    // lane (g, t) works on columns 2t and 2t + 1
+    bool col_ok[2];
+    const half * mrow[2];
 #pragma unroll
-    for (int n = 0; n < NT; ++n) {
-        O[n][0] = O[n][1] = 0.0f;
+    for (int e = 0; e < 2; ++e) {
+        col_ok[e] = 2 * t + e < p.ncols;
+        mrow[e] = mask ? mask + (int64_t) ((2 * t + e) / p.gqa) * p.nbm1 / 2 : nullptr;
+    }
+
+    float M[2] = { -INFINITY, -INFINITY }, Lp[2] = { 0.0f, 0.0f }; // running max; this lane's share of the sum
+    constexpr int MT = VQ * VP; // 16-dimension m-tiles of the V phase
+    float O[MT][4];             // O^T: rows tq_v_dim(g, ...), columns 2t, 2t + 1 (see below)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+        O[m][0] = O[m][1] = O[m][2] = O[m][3] = 0.0f;
     }
 
     const int kv0 = split * p.kv_per_split;
@@ -338,67 +354,91 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         // the K and V rows of the warp's next tile into L1 while this one is worked on: the
         // decode's loads are then L1 hits, not one exposed memory latency per quarter
         tq_fa_prefetch(p, K, V, t0 + 32 * TQ_FA_WARPS + lane, kv1);
-        // K phase: S[j] = scores of column g against keys t0 + 8j + 2t, + 1
-        float S[4][2];
+        // K phase, keys as mma's M rows: S[h] = scores of keys t0 + 16h + g (elements 0, 1) and
+        // t0 + 16h + g + 8 (2, 3) against columns 2t, 2t + 1. Lane (g, t) decodes quarter t of
+        // both keys: their pairs are its A fragments, Q's the B fragments (qa, as they stand)
+        float S[2][4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            S[j][0] = S[j][1] = 0.0f;
-            const char * row = K + (int64_t) min(t0 + 8 * j + g, kv1 - 1) * p.nbk1;
+        for (int h = 0; h < 2; ++h) {
+            S[h][0] = S[h][1] = S[h][2] = S[h][3] = 0.0f;
+            const char * row0 = K + (int64_t) min(t0 + 16 * h + g, kv1 - 1) * p.nbk1;
+            const char * row1 = K + (int64_t) min(t0 + 16 * h + g + 8, kv1 - 1) * p.nbk1;
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
-                uint32_t x[8];
-                QK::decode(QK::load(row, b, t), tab[0], x);
+                uint32_t x0[8], x1[8];
+                QK::decode(QK::load(row0, b, t), tab[0], x0);
+                QK::decode(QK::load(row1, b, t), tab[0], x1);
 #pragma unroll
                 for (int s = 0; s < 4; ++s) {
-                    tq_mma(S[j][0], S[j][1], qa[4 * b + s][0], qa[4 * b + s][1], x[2 * s], x[2 * s + 1]);
+                    tq_mma_full(S[h], x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1], qa[4 * b + s][0], qa[4 * b + s][1]);
                 }
             }
         }
 
-        // online softmax of column g over the tile; the 4 lanes t of group g hold its 32 keys
-        float mx = -INFINITY;
+        // online softmax of columns 2t, 2t + 1 over the tile: the 8 lanes g of each t hold its 32 keys
+        float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
+        for (int h = 0; h < 2; ++h) {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int k = t0 + 8 * j + 2 * t + e;
+            for (int r = 0; r < 4; ++r) {
+                const int k = t0 + 16 * h + g + 8 * (r / 2), e = r % 2;
                 float v = -INFINITY;
-                if (k < kv1 && col_ok) {
-                    v = S[j][e];
+                if (k < kv1 && col_ok[e]) {
+                    v = S[h][r];
                     if (p.softcap != 0.0f) {
                         v = p.softcap * tanhf(v);
                     }
-                    if (mrow) {
-                        v += __half2float(mrow[k]);
+                    if (mrow[e]) {
+                        v += __half2float(mrow[e][k]);
                     }
                 }
-                S[j][e] = v;
-                mx = fmaxf(mx, v);
+                S[h][r] = v;
+                mx[e] = fmaxf(mx[e], v);
             }
         }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-        const float m_new = fmaxf(M, mx);
-        const float alpha = m_new == -INFINITY ? 1.0f : __expf(M - m_new);
-        M = m_new;
-        uint32_t pa[4]; // P^T as A fragments: keys 8j + 2t, + 1 of column g
-        float ps = 0.0f;
+        float alpha[2], m_new[2];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const float e0 = m_new == -INFINITY ? 0.0f : __expf(S[j][0] - m_new);
-            const float e1 = m_new == -INFINITY ? 0.0f : __expf(S[j][1] - m_new);
-            ps += e0 + e1;
-            pa[j] = tq_h2(e0, e1);
+        for (int e = 0; e < 2; ++e) {
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1) {
+                mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], o));
+            }
+            m_new[e] = fmaxf(M[e], mx[e]);
+            alpha[e] = m_new[e] == -INFINITY ? 1.0f : __expf(M[e] - m_new[e]);
+            M[e] = m_new[e];
         }
-        Lp = Lp * alpha + ps;
+        // P^T as B fragments of the V phase: P's rows (keys g, g + 8 of a 16-key slice) are what
+        // the lane holds; movmatrix transposes each 8x8 half so that lane (g, t) gets keys 2t,
+        // 2t + 1 (and + 8) of column g
+        uint32_t pb[2][2];
+        float ps[2] = { 0.0f, 0.0f };
 #pragma unroll
-        for (int n = 0; n < NT; ++n) {
-            O[n][0] *= alpha;
-            O[n][1] *= alpha;
+        for (int h = 0; h < 2; ++h) {
+            float e4[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int e = r % 2;
+                e4[r] = m_new[e] == -INFINITY ? 0.0f : __expf(S[h][r] - m_new[e]);
+                ps[e] += e4[r];
+            }
+            pb[h][0] = tq_movmatrix_trans(tq_h2(e4[0], e4[1]));
+            pb[h][1] = tq_movmatrix_trans(tq_h2(e4[2], e4[3]));
+        }
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            Lp[e] = Lp[e] * alpha[e] + ps[e];
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+            O[m][0] *= alpha[0];
+            O[m][1] *= alpha[1];
+            O[m][2] *= alpha[0];
+            O[m][3] *= alpha[1];
         }
 
-        // V phase: two 16-key slices; lane (g, t) decodes its dimensions of keys 2t, 2t+1,
-        // 2t+8, 2t+9 of the slice and pairs them by key into B fragments
+        // V phase, dimensions as mma's M rows: O^T += V^T P^T over two 16-key slices. Lane (g, t)
+        // decodes its dimensions of keys 2t, 2t+1, 2t+8, 2t+9 of the slice and pairs them by key;
+        // element 0 of its pair i is row g of m-tile i, element 1 row g + 8
 #pragma unroll
         for (int kk = 0; kk < 2; ++kk) {
             const char * rows[4];
@@ -425,31 +465,35 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                             y[r] = g < 4 ? X[r][i] : X[r][i + 4];
                         }
                     }
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const uint32_t sel = h ? 0x7632 : 0x5410; // element h of both keys' pairs
-                        const int n = vq * 16 + 2 * i + h;
-                        tq_mma(O[n][0], O[n][1], pa[2 * kk], pa[2 * kk + 1],
-                               __byte_perm(y[0], y[1], sel), __byte_perm(y[2], y[3], sel));
-                    }
+                    tq_mma_full(O[vq * VP + i], __byte_perm(y[0], y[1], 0x5410), __byte_perm(y[0], y[1], 0x7632),
+                                __byte_perm(y[2], y[3], 0x5410), __byte_perm(y[2], y[3], 0x7632), pb[kk][0], pb[kk][1]);
                 }
             }
         }
     }
 
-    // lane (g, t) holds column g at dimension tiles' elements 2t, 2t+1, i.e. of lane groups 2t, 2t+1
-    Lp += __shfl_xor_sync(0xffffffff, Lp, 1);
-    Lp += __shfl_xor_sync(0xffffffff, Lp, 2);
+    // column 2t + e: the lane's share of the sum, over the 8 lanes g
 #pragma unroll
-    for (int n = 0; n < NT; ++n) {
+    for (int e = 0; e < 2; ++e) {
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            Ow[warp][g][tq_v_dim<D, TV>(2 * t + e, (n % 16) / 2 + 8 * (n / 16), n % 2)] = O[n][e];
+        for (int o = 4; o < 32; o <<= 1) {
+            Lp[e] += __shfl_xor_sync(0xffffffff, Lp[e], o);
         }
     }
-    if (t == 0) {
-        Mw[warp][g] = M;
-        Lw[warp][g] = Lp;
+    // O[m]: rows tq_v_dim(g, m, 0) (elements 0, 1) and tq_v_dim(g, m, 1) (2, 3), columns 2t, 2t + 1
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            Ow[warp][2 * t + r % 2][tq_v_dim<D, TV>(g, m, r / 2)] = O[m][r];
+        }
+    }
+    if (g == 0) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            Mw[warp][2 * t + e] = M[e];
+            Lw[warp][2 * t + e] = Lp[e];
+        }
     }
     __syncthreads();
 
