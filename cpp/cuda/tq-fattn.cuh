@@ -90,12 +90,20 @@ static __device__ __forceinline__ uint32_t tq_h2_mul(uint32_t x, uint32_t s) {
 // tq_quarter<T>: load(row, b, q) reads what quarter q (0..3) of block b needs; decode() turns
 // it into 8 pairs (half2 bits) with the group scales applied; slot(q, p, e) is the block slot
 // (0..63) of element e of pair p. For the TQ types a quarter is 2 outlier-group pairs and 6
-// rest-group pairs, each pair two codes of one plane byte (docs/format.md); a pair's index
-// into the shared table is the two codes' bits, a | b << bits.
+// rest-group pairs, each pair two codes of one plane byte (docs/format.md), looked up in a
+// shared table (tq_pair_tables) by an index that its plane bytes give in one or two operations.
 
-// Index of a pair of 3-bit codes: 2-bit parts at bits 0-1 and 2-3 of a, third bits at bits 0 and 2 of b.
-static __device__ __forceinline__ int tq_pair3(int a, int b) {
-    return (a & 3) | ((b & 1) << 2) | ((a & 0xC) << 1) | ((b & 4) << 3);
+// Pairs of 3-bit codes (TQ2_5's outliers, TQ3_5's rest): a 2-bit plane byte a holds the low
+// bits of 4 codes at bits 0-1, 2-3, 4-5, 6-7, the 1-bit plane byte b their third bits at bits
+// 0, 2, 4, 6. Pair e takes codes 2e, 2e + 1; its table index is their low bits (a nibble) | the
+// two third bits at bits 4 and 6: two operations from the plane bytes as they are loaded.
+static __device__ __forceinline__ int tq_pair3_index(int a, int b, int e) {
+    return e == 0 ? (a & 0xF) | ((b << 4) & 0x50) : (a >> 4) | (b & 0x50);
+}
+
+// The entry at tq_pair3_index i: codes ((i & 3) | third bit i.4, ((i >> 2) & 3) | third bit i.6).
+static __device__ __forceinline__ uint32_t tq_pair3_entry(const float * c, int i) {
+    return tq_h2(c[(i & 3) | ((i >> 2) & 4)], c[((i >> 2) & 3) | ((i >> 4) & 4)]);
 }
 
 // The rest-group pairs (both TQ types): 2-bit plane byte j = 3q + m holds rest slots j, j + 12,
@@ -109,7 +117,6 @@ template <ggml_type T> struct tq_quarter;
 
 template <> struct tq_quarter<GGML_TYPE_TQ2_5> {
     using L = tq_layout<GGML_TYPE_TQ2_5>;
-    static constexpr int hi_bits = 3, lo_bits = 2;
     struct raw { uint32_t d; int a, b, l[3]; };
     static __device__ __forceinline__ raw load(const char * row, int blk, int q) {
         const uint8_t * p = (const uint8_t *) row + blk * L::bytes;
@@ -125,8 +132,8 @@ template <> struct tq_quarter<GGML_TYPE_TQ2_5> {
     }
     static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*tb)[256], uint32_t (&x)[8]) {
         const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
-        x[0] = tq_h2_mul(tb[0][tq_pair3(r.a, r.b)], dh);
-        x[1] = tq_h2_mul(tb[0][tq_pair3(r.a >> 4, r.b >> 4)], dh);
+        x[0] = tq_h2_mul(tb[0][tq_pair3_index(r.a, r.b, 0)], dh);
+        x[1] = tq_h2_mul(tb[0][tq_pair3_index(r.a, r.b, 1)], dh);
 #pragma unroll
         for (int m = 0; m < 3; ++m) { // the whole plane byte indexes both of its pairs' tables
             x[2 + 2 * m] = tq_h2_mul(tb[1][r.l[m]], dl);
@@ -140,7 +147,6 @@ template <> struct tq_quarter<GGML_TYPE_TQ2_5> {
 
 template <> struct tq_quarter<GGML_TYPE_TQ3_5> {
     using L = tq_layout<GGML_TYPE_TQ3_5>;
-    static constexpr int hi_bits = 4, lo_bits = 3;
     struct raw { uint32_t d; int h, a[3], b[3]; };
     static __device__ __forceinline__ raw load(const char * row, int blk, int q) {
         const uint8_t * p = (const uint8_t *) row + blk * L::bytes;
@@ -161,8 +167,8 @@ template <> struct tq_quarter<GGML_TYPE_TQ3_5> {
         x[1] = tq_h2_mul(tb[0][r.h >> 8], dh);
 #pragma unroll
         for (int m = 0; m < 3; ++m) {
-            x[2 + 2 * m] = tq_h2_mul(tb[1][tq_pair3(r.a[m], r.b[m])], dl);
-            x[3 + 2 * m] = tq_h2_mul(tb[1][tq_pair3(r.a[m] >> 4, r.b[m] >> 4)], dl);
+            x[2 + 2 * m] = tq_h2_mul(tb[1][tq_pair3_index(r.a[m], r.b[m], 0)], dl);
+            x[3 + 2 * m] = tq_h2_mul(tb[1][tq_pair3_index(r.a[m], r.b[m], 1)], dl);
         }
     }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
@@ -208,23 +214,28 @@ template <> struct tq_quarter<GGML_TYPE_Q8_0> {
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) { return 16 * q + 2 * p + e; }
 };
 
-// The pair tables of a TQ type in shared memory: [0] hi (outlier group), [1] lo, each entry the
-// f16 pair (c[a], c[b]) at index a | b << bits. TQ2_5's 2-bit lo plane bytes hold two pairs:
-// [1] takes the whole byte to its low nibble's pair and [2] to its high nibble's, so a byte
-// indexes both without a mask or a shift.
+// The pair tables of a TQ type in shared memory, each entry an f16 pair of centroids, indexed
+// by what the plane bytes give with the fewest operations:
+//   TQ2_5  [0] outliers (3-bit codes) at tq_pair3_index; [1] and [2] the rest (2-bit codes): a
+//          plane byte holds two pairs, [1] takes the whole byte to its low nibble's pair and [2]
+//          to its high nibble's, so the byte indexes both without a mask or a shift
+//   TQ3_5  [0] outliers (4-bit codes): a plane byte is one pair; [1] the rest (3-bit codes) at
+//          tq_pair3_index
 template <ggml_type T>
 static __device__ __forceinline__ void tq_pair_tables(const tq_lut & l, uint32_t (*tab)[256]) {
     if constexpr (T == GGML_TYPE_TQ2_5 || T == GGML_TYPE_TQ3_5) {
-        constexpr int bh = tq_quarter<T>::hi_bits, bl = tq_quarter<T>::lo_bits;
         for (int i = threadIdx.x; i < 256; i += blockDim.x) {
-            if (i < (1 << (2 * bh))) {
-                tab[0][i] = tq_h2(l.c[0][i & ((1 << bh) - 1)], l.c[0][i >> bh]);
-            }
             if constexpr (T == GGML_TYPE_TQ2_5) {
+                if (i < 0x60) {
+                    tab[0][i] = tq_pair3_entry(l.c[0], i);
+                }
                 tab[1][i] = tq_h2(l.c[1][i & 3], l.c[1][(i >> 2) & 3]);
                 tab[2][i] = tq_h2(l.c[1][(i >> 4) & 3], l.c[1][i >> 6]);
-            } else if (i < (1 << (2 * bl))) {
-                tab[1][i] = tq_h2(l.c[1][i & ((1 << bl) - 1)], l.c[1][i >> bl]);
+            } else {
+                tab[0][i] = tq_h2(l.c[0][i & 15], l.c[0][i >> 4]);
+                if (i < 0x60) {
+                    tab[1][i] = tq_pair3_entry(l.c[1], i);
+                }
             }
         }
     }
