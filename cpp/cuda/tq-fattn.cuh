@@ -281,7 +281,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     constexpr int VP = D >= 128 ? 8 : 4;      // pairs it uses of each
     using QK = tq_quarter<TK>;
     using QV = tq_quarter<TV>;
-    __shared__ __align__(16) float Qt[D * NC];
+    __shared__ __align__(16) float Qt[D * NC]; // Q transposed, then (Qf) its B fragments
     __shared__ uint32_t tab[2][3][256]; // pair tables: [K, V][tq_pair_tables' three]
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
     __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][D]; // also stages the fused path's raw Q
@@ -324,18 +324,28 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     }
     __syncthreads();
 
-    // Q^T as A fragments, scaled: slice s (16 dims) of block b = s / 4 holds quarter t's pairs
-    // 2(s % 4) and 2(s % 4) + 1 for column g
-    uint32_t qa[D / 16][2];
+    // Q as the K phase's B fragments, scaled, kept in shared memory over Qt (registers are what
+    // limits the blocks per SM): slice s (16 dims) of block s / 4 holds quarter t's pairs 2(s % 4)
+    // and 2(s % 4) + 1 for column g, as lane (g, t) reads them
+    uint2 (*Qf)[32] = (uint2 (*)[32]) Qt; // D / 16 x 32 fragments: half of Qt
+    if (warp == 0) {
+        uint2 f[D / 16];
 #pragma unroll
-    for (int s = 0; s < D / 16; ++s) {
+        for (int s = 0; s < D / 16; ++s) {
+            const int base = (s / 4) * TQ_BLOCK;
+            const int p0 = 2 * (s % 4), p1 = p0 + 1;
+            f[s] = make_uint2(tq_h2(Qt[(base + QK::slot(t, p0, 0)) * NC + g] * p.scale,
+                                    Qt[(base + QK::slot(t, p0, 1)) * NC + g] * p.scale),
+                              tq_h2(Qt[(base + QK::slot(t, p1, 0)) * NC + g] * p.scale,
+                                    Qt[(base + QK::slot(t, p1, 1)) * NC + g] * p.scale));
+        }
+        __syncwarp();
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int pr = 2 * (s % 4) + h, base = (s / 4) * TQ_BLOCK;
-            qa[s][h] = tq_h2(Qt[(base + QK::slot(t, pr, 0)) * NC + g] * p.scale,
-                             Qt[(base + QK::slot(t, pr, 1)) * NC + g] * p.scale);
+        for (int s = 0; s < D / 16; ++s) {
+            Qf[s][lane] = f[s];
         }
     }
+    __syncthreads();
 
     const char * K = p.K + (seq % p.k_ne3) * p.nbk3 + hkv * p.nbk2;
     const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
@@ -381,7 +391,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                 QK::decode(QK::load(row1, b, t), tab[0], x1);
 #pragma unroll
                 for (int s = 0; s < 4; ++s) {
-                    tq_mma_full(S[h], x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1], qa[4 * b + s][0], qa[4 * b + s][1]);
+                    const uint2 q = Qf[4 * b + s][lane];
+                    tq_mma_full(S[h], x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1], q.x, q.y);
                 }
             }
         }
