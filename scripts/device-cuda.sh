@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine: build the patched llama.cpp with CUDA, then test it and/or time it.
 #
-#   scripts/device-cuda.sh test     test-backend-ops (TQ ops and every FA case, CUDA vs CPU), compute-sanitizer
+#   scripts/device-cuda.sh test     test-backend-ops (TQ ops and every FA case, CUDA vs CPU), then memcheck
+#                                   (TQ_MEMCHECK=0: not)
+#   scripts/device-cuda.sh memcheck compute-sanitizer over the TQ kernels and the transform chains
 #   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K per cache type
 #   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs
 #   scripts/device-cuda.sh bench    tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
@@ -44,7 +46,20 @@ synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=
     echo "$model.tq"
 }
 
+# memcheck over the TQ kernels: every quantize/get-rows case, every decode-kernel case at KV
+# length 113 (the sanitizer is slow; the 512 cases run the same code on longer loops) and the
+# transform chains
+memcheck() {
+    compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT \
+        -p '(ROWS|CPY).*tq[23]_5|kv=113,nb=1,.*tq[23]_5' > "$out/memcheck.log" 2>&1 || true
+    grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck.log" | tail -5 || true
+    GGML_CUDA_TQ_FUSE=1 compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 \
+        -o MUL_MAT,RESHAPE,SET_ROWS,TQ_TRANSFORM_TOKENS -p 'n_kv_head' > "$out/memcheck-chains.log" 2>&1 || true
+    grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck-chains.log" | tail -5 || true
+}
+
 case "$step" in
+memcheck) memcheck ;;
 test)
     # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
@@ -56,11 +71,7 @@ test)
     grep -a -E "FAIL|tests passed" "$out/tbo-chains.log" | tail -5 || true
     GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 -o RESHAPE,SET_ROWS -p 'out_transform|offset' > "$out/tbo-fused.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-fused.log" | tail -5 || true
-    # memcheck over the TQ kernels: every quantize/get-rows case and every decode-kernel case at
-    # KV length 113 (the sanitizer is slow; the 512 cases run the same code on longer loops)
-    compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT \
-        -p '(ROWS|CPY).*tq[23]_5|kv=113,nb=1,.*tq[23]_5' > "$out/memcheck.log" 2>&1 || true
-    grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck.log" | tail -5 || true
+    [ "${TQ_MEMCHECK:-1}" = 1 ] && memcheck
     if [ "${TQ_ALL_FA:-0}" = 1 ]; then # every upstream FA case too (minutes)
         "$bin/test-backend-ops" -b CUDA0 -o FLASH_ATTN_EXT -j 8 > "$out/tbo-fa.log" 2>&1 || true
         grep -a -E "FAIL|tests passed" "$out/tbo-fa.log" | tail -8 || true
@@ -111,7 +122,7 @@ prof)
     command -v ncu > /dev/null || { echo "no ncu on this machine"; exit 0; }
     model=$(llama3_shape 4)
     export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
-    nc=(ncu --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function)
+    nc=(ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function)
     lb=("$bin/llama-bench" -m "$model" -ngl 99 -fa 1)
     for cfg in f16:0 tq2_5:0 tq2_5:1; do
         t=${cfg%:*} fuse=${cfg#*:} name=${cfg%:*}-fuse${cfg#*:}

@@ -271,29 +271,32 @@ void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * 
 }
 
 // Fused (tq-fuse.cu): SET_ROWS of one token's T x (+ the K centering offset) into row idx[0].
-// One warp per block of 64 values: its two 32-row halves of the head's T x come out of
-// tq_warp_rows_dot with row o0 + l in lane l, which is the slot layout the quantizer takes.
+// A block of two warps per block of 64 values: warp w makes rows o0 + 32w + lane of the head's
+// T x (tq_warp_rows_dot), warp 0 quantizes the 64 (lane l holds slots l and l + 32, as the
+// quantizer takes them). Two warps, not one making both halves in turn: the products are
+// latency (rows of T from memory), and one warp per 32 rows is what the plain transform runs.
 template <ggml_type T, typename idx_t, int D>
-static __global__ void __launch_bounds__(32 * TQ_QUANT_WARPS)
+static __global__ void __launch_bounds__(64)
 k_tq_quantize_transformed(const float * tr, const float * x, const float * off, char * dst, const idx_t * idx,
-                          const int64_t sd1, const int64_t nblk, const tq_codebooks cb) {
-    __shared__ uint8_t codes[TQ_QUANT_WARPS][TQ_BLOCK];
+                          const int64_t sd1, const tq_codebooks cb) {
+    __shared__ float upper[32]; // slots 32..63, from warp 1
+    __shared__ uint8_t codes[TQ_BLOCK];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t b = (int64_t) blockIdx.x * TQ_QUANT_WARPS + warp;
-    if (b >= nblk) {
-        return; // a whole warp leaves together
-    }
-    const int64_t h = b * TQ_BLOCK / D, o0 = b * TQ_BLOCK % D;
+    const int64_t b = blockIdx.x;
+    const int64_t h = b * TQ_BLOCK / D, o = b * TQ_BLOCK % D + 32 * warp;
     float xl[D / 32];
     tq_load_lane<D / 32>(x + h * D + lane * (D / 32), xl);
-    const float * rows = tr + (h * D + o0) * D;
-    float v0 = tq_warp_rows_dot<D>(rows, xl, lane);
-    float v1 = tq_warp_rows_dot<D>(rows + 32 * D, xl, lane);
+    float v = tq_warp_rows_dot<D>(tr + (h * D + o) * D, xl, lane);
     if (off) {
-        v0 += off[h * D + o0 + lane];
-        v1 += off[h * D + o0 + lane + 32];
+        v += off[h * D + o + lane];
     }
-    tq_quantize_block_warp<T>(v0, v1, cb, codes[warp], (uint8_t *) dst + (int64_t) idx[0] * sd1 + b * tq_layout<T>::bytes);
+    if (warp == 1) {
+        upper[lane] = v;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        tq_quantize_block_warp<T>(v, upper[lane], cb, codes, (uint8_t *) dst + (int64_t) idx[0] * sd1 + b * tq_layout<T>::bytes);
+    }
 }
 
 template <ggml_type T, typename idx_t>
@@ -306,12 +309,11 @@ static void tq_quantize_transformed_cuda(const ggml_cuda_tq_fused & m, cudaStrea
     const float * tr = (const float *) m.t_in->data;
     const float * x = (const float *) m.x->data;
     const float * off = m.offset ? (const float *) m.offset->data : nullptr;
-    const int grid = (int) ((nblk + TQ_QUANT_WARPS - 1) / TQ_QUANT_WARPS);
     const tq_codebooks cb = *ggml_tq_codebooks(T);
     switch (d) {
-        case 64:  k_tq_quantize_transformed<T, idx_t, 64><<<grid, 32 * TQ_QUANT_WARPS, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], nblk, cb); break;
-        case 128: k_tq_quantize_transformed<T, idx_t, 128><<<grid, 32 * TQ_QUANT_WARPS, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], nblk, cb); break;
-        default:  k_tq_quantize_transformed<T, idx_t, 256><<<grid, 32 * TQ_QUANT_WARPS, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], nblk, cb); break;
+        case 64:  k_tq_quantize_transformed<T, idx_t, 64><<<nblk, 64, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], cb); break;
+        case 128: k_tq_quantize_transformed<T, idx_t, 128><<<nblk, 64, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], cb); break;
+        default:  k_tq_quantize_transformed<T, idx_t, 256><<<nblk, 64, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], cb); break;
     }
 }
 

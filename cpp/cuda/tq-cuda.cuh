@@ -26,7 +26,8 @@ template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y,
 
 // The per-head TQ transform of one token (MUL_MAT hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM, f32,
 // [d, d, n_kv_head] x [d, 1, n_head]) as 32-row warp products (tq-transform.cu); with `bias`
-// (K's centering offset, [d, n_head]) added, into `out` instead of dst when given.
+// (K's centering offset, [d, n_head]) added, into `out` instead of dst when given; `out` may be
+// x itself (every head is read whole before it is written).
 bool ggml_cuda_tq_transform_applies(const ggml_tensor * dst);
 void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, const float * bias = nullptr,
                             float * out = nullptr);

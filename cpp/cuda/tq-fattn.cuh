@@ -290,6 +290,14 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     const int g = lane / 4, t = lane % 4;
     const int hkv = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
 
+    const char * K = p.K + (seq % p.k_ne3) * p.nbk3 + hkv * p.nbk2;
+    const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
+    const int kv0 = split * p.kv_per_split;
+    const int kv1 = min(p.n_kv, kv0 + p.kv_per_split);
+    // the warp's first tile on its way into L1 while the tables and Q are set up: at 16K a warp
+    // has only a few tiles, and this memory latency was exposed once per block
+    tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
+
     tq_pair_tables<TK>(p.lut_k, tab[0]);
     tq_pair_tables<TV>(p.lut_v, tab[1]);
     // column c = (query token j, head hkv*gqa + g) with j = c / gqa, g = c % gqa
@@ -347,8 +355,6 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     }
     __syncthreads();
 
-    const char * K = p.K + (seq % p.k_ne3) * p.nbk3 + hkv * p.nbk2;
-    const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
     const half * mask = p.mask ? (const half *) (p.mask + (seq % p.mask_ne3) * p.nbm3) : nullptr;
     // lane (g, t) works on columns 2t and 2t + 1
     bool col_ok[2];
@@ -367,10 +373,6 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         O[m][0] = O[m][1] = O[m][2] = O[m][3] = 0.0f;
     }
 
-    const int kv0 = split * p.kv_per_split;
-    const int kv1 = min(p.n_kv, kv0 + p.kv_per_split);
-
-    tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
     for (int t0 = kv0 + 32 * warp; t0 < kv1; t0 += 32 * TQ_FA_WARPS) {
         // the K and V rows of the warp's next tile into L1 while this one is worked on: the
         // decode's loads are then L1 hits, not one exposed memory latency per quarter

@@ -79,6 +79,13 @@ static bool tq_disjoint(const ggml_tensor * a, const ggml_tensor * b) {
     return a0 + ggml_nbytes(a) <= b0 || b0 + ggml_nbytes(b) <= a0;
 }
 
+// A token's transform reads each head of x whole before it writes that head (k_tq_transform),
+// so besides a disjoint `out` it takes out = x itself, which is where gallocr puts K's offset
+// add in the Llama-3-8B layer (the add has x's size, and x is free once the product ran).
+static bool tq_token_out_ok(const ggml_tensor * out, const ggml_tensor * x) {
+    return tq_disjoint(out, x) || (out->data == x->data && ggml_nbytes(out) == ggml_nbytes(x));
+}
+
 // An ADD of a per-head offset ([d, n_head] f32, broadcast over tokens) to `val`, K's centering:
 // the next compute node after val's, reading val through views only.
 static const ggml_tensor * tq_offset_add(const ggml_cgraph * g, int j, const ggml_tensor * val) {
@@ -104,7 +111,7 @@ static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) 
     if (ggml_cuda_tq_transform_applies(mm)) {
         const ggml_tensor * add = tq_offset_add(g, j, mm);
         if (!add || ggml_nelements(add) != ggml_nelements(mm) || add->ne[0] * add->ne[1] != ggml_nelements(mm) ||
-            !tq_disjoint(add, mm->src[1])) {
+            !tq_token_out_ok(add, mm->src[1])) {
             return 0;
         }
         m.kind = ggml_cuda_tq_fused::TRANSFORM;
@@ -124,8 +131,7 @@ static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) 
     const int64_t d = mm->ne[0], n_tok = mm->ne[1], n_head = mm->ne[2] * mm->ne[3];
     if (cont->op != GGML_OP_CONT || tq_root(v) != mm || v->data != mm->data || cont->type != GGML_TYPE_F32 ||
         v->ne[0] != d || v->ne[1] != n_head || v->ne[2] != n_tok || v->ne[3] != 1 || v->nb[0] != sizeof(float) ||
-        v->nb[1] != mm->nb[2] || v->nb[2] != mm->nb[1] || !ggml_is_contiguous(cont) || !tq_only_user(g, mm, cont) ||
-        !tq_disjoint(cont, mm->src[1])) {
+        v->nb[1] != mm->nb[2] || v->nb[2] != mm->nb[1] || !ggml_is_contiguous(cont) || !tq_only_user(g, mm, cont)) {
         return 0;
     }
     m.kind = ggml_cuda_tq_fused::TOKENS;
@@ -139,6 +145,11 @@ static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) 
             m.out = add;
             last = k;
         }
+    }
+    // only the chain's last output is written: the copy back may sit where x was (gallocr does
+    // that to K's in the Llama-3-8B layer) when the add after it is fused too
+    if (!tq_disjoint(m.out, mm->src[1])) {
+        return 0;
     }
     return last - i + 1;
 }

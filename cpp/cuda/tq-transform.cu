@@ -15,12 +15,16 @@
 #include "tq-cuda.cuh"
 #include "tq-device.cuh"
 
-// grid (d / 32, n_head), one warp per block; y[h] = T[h / r] x[h] (+ bias[h])
+// grid (n_head), block D threads: warp w makes rows 32w .. 32w + 31 of y[h] = T[h / r] x[h]
+// (+ bias[h]). Every warp has read all of x[h] before any writes y[h], so y may be x itself:
+// gallocr gives K's offset add the memory of x once the transform, x's last reader, is done
+// (tq-fuse.cu fuses that add into this kernel).
 template <int D>
-static __global__ void __launch_bounds__(32) k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
-    const int lane = threadIdx.x, rows = 32 * blockIdx.x, h = blockIdx.y;
+static __global__ void __launch_bounds__(D) k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
+    const int lane = threadIdx.x % 32, rows = 32 * (threadIdx.x / 32), h = blockIdx.x;
     float xl[D / 32];
     tq_load_lane<D / 32>(x + (int64_t) h * D + lane * (D / 32), xl);
+    __syncthreads();
     const float v = tq_warp_rows_dot<D>(T + ((int64_t) (h / r) * D + rows) * D, xl, lane);
     y[(int64_t) h * D + rows + lane] = bias ? v + bias[(int64_t) h * D + rows + lane] : v;
 }
@@ -51,14 +55,13 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
     const ggml_tensor * T = dst->src[0];
     const ggml_tensor * x = dst->src[1];
     const int d = T->ne[0], n_head = x->ne[2], r = x->ne[2] / T->ne[2];
-    const dim3 grid(d / 32, n_head);
     const float * tp = (const float *) T->data;
     const float * xp = (const float *) x->data;
     float * yp = out ? out : (float *) dst->data;
     switch (d) {
-        case 64:  k_tq_transform<64><<<grid, 32, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
-        case 128: k_tq_transform<128><<<grid, 32, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
-        default:  k_tq_transform<256><<<grid, 32, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
+        case 64:  k_tq_transform<64><<<n_head, 64, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
+        case 128: k_tq_transform<128><<<n_head, 128, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
+        default:  k_tq_transform<256><<<n_head, 256, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
     }
 }
 
