@@ -33,7 +33,12 @@ def test_f16_is_near_exact_and_tq2_5_is_not(prepared_smollm2):
     meta = metadata.read(read_header(prepared_smollm2))
     chunks = kvsim.chunks(m, assets.eval_text().read_text(), 64, 1)
     ctx = ab.Context(meta.layer_seeds, meta.outliers, outl.rope_units(64, 64, m.arch, True))
+    exact = []
     f16, tq = kvsim.evaluate(m, chunks, [kvsim.Cache("f16", "f16", "f16"),
-                                         kvsim.Cache("tq2_5", ab.Variant("", "tq2_5"), ab.Variant("", "tq2_5"))], ctx)
+                                         kvsim.Cache("tq2_5", ab.Variant("", "tq2_5"), ab.Variant("", "tq2_5"))], ctx,
+                             on_exact=lambda ids, logits: exact.append((ids, logits)))
     assert f16.kld < 1e-3 and f16.same_top1 > 0.95
     assert tq.kld > 20 * f16.kld and tq.kld_sem > 0
+    # the exact pass, once per chunk, is the model's own forward pass
+    assert len(exact) == len(chunks) and exact[0][0] == chunks[0]
+    assert np.array_equal(exact[0][1], capture.forward(m, chunks[0], dtype=np.float32))

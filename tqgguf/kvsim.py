@@ -126,13 +126,17 @@ def chunks_from_kld_base(path: str, n_chunks: int) -> list[list[int]]:
     return [toks[i * n_ctx:(i + 1) * n_ctx].tolist() for i in range(n_chunks)]
 
 
-def evaluate(m: Model, token_chunks: list[list[int]], caches: list[Cache], ctx: ab.Context, progress=None) -> list[Result]:
+def evaluate(m: Model, token_chunks: list[list[int]], caches: list[Cache], ctx: ab.Context, progress=None,
+             on_exact=None) -> list[Result]:
     """Mean KLD of each cache against exact K/V over the second half of every chunk (as
-    llama-perplexity scores only the second half of its context)."""
+    llama-perplexity scores only the second half of its context). ``on_exact(ids, logits)`` sees
+    each chunk's exact pass (a report's check that the pass is the model's, without another)."""
     kl = {c.name: [] for c in caches}
     same = {c.name: [] for c in caches}
     for ids in token_chunks:
         base = forward(m, ids, dtype=np.float32)
+        if on_exact:
+            on_exact(ids, base)
         half = len(ids) // 2
         for c in caches:
             logits = forward(m, ids, attend_with(c, ctx), dtype=np.float32)
