@@ -46,6 +46,10 @@ synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=
     echo "$model.tq"
 }
 
+# test-backend-ops' TQ transform and chain cases (tq-transform.cu, test_tq_attn_chain,
+# test_tq_set_rows_chain), run by test with the fusion off and by memcheck with it on
+chains=(-o MUL_MAT,RESHAPE,SET_ROWS,TQ_TRANSFORM_TOKENS -p n_kv_head)
+
 # memcheck over the TQ kernels: every quantize/get-rows case, every decode-kernel case at KV
 # length 113 (the sanitizer is slow; the 512 cases run the same code on longer loops) and the
 # transform chains
@@ -53,8 +57,8 @@ memcheck() {
     compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT \
         -p '(ROWS|CPY).*tq[23]_5|kv=113,nb=1,.*tq[23]_5' > "$out/memcheck.log" 2>&1 || true
     grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck.log" | tail -5 || true
-    GGML_CUDA_TQ_FUSE=1 compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 \
-        -o MUL_MAT,RESHAPE,SET_ROWS,TQ_TRANSFORM_TOKENS -p 'n_kv_head' > "$out/memcheck-chains.log" 2>&1 || true
+    GGML_CUDA_TQ_FUSE=1 compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" \
+        > "$out/memcheck-chains.log" 2>&1 || true
     grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck-chains.log" | tail -5 || true
 }
 
@@ -67,7 +71,7 @@ test)
     # the TQ transforms alone (tq-transform.cu: a token's, a ubatch's with its copy back and K's
     # offset) and the chains of test_tq_attn_chain / test_tq_set_rows_chain, with the CUDA
     # fusion of tq-fuse.cu off and on
-    GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 -o MUL_MAT,RESHAPE,SET_ROWS,TQ_TRANSFORM_TOKENS -p 'n_kv_head' > "$out/tbo-chains.log" 2>&1 || true
+    GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-chains.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-chains.log" | tail -5 || true
     GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 -o RESHAPE,SET_ROWS -p 'out_transform|offset' > "$out/tbo-fused.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-fused.log" | tail -5 || true

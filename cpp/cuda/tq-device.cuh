@@ -33,29 +33,23 @@ template <> struct tq_layout<GGML_TYPE_TQ3_5> {
 struct tq_slot {
     int a_off, a_shift, a_mask;
     int b_off, b_shift; // b_off < 0: no 1-bit plane
-    int hi;             // 1: outlier group (scale at byte 0, codebook hi), 0: rest (byte 2, lo)
 };
 
 // A plane of n codes of `bits` bits keeps code i in byte i % (n*bits/8) at bit bits*(i / that).
-// Slot j of the outlier group (HI) or of the rest: with the group known at compile time every
-// division here is by a constant; a group chosen at run time makes them integer divisions.
+// Slot j of the outlier group (HI) or of the rest; the group is a template argument, so every
+// division here is by a constant (run-time ones cost the TQ->f16 conversion half its time).
 template <ggml_type T, bool HI>
 static __host__ __device__ __forceinline__ tq_slot tq_slot_in_group(int j) {
     using L = tq_layout<T>;
     if constexpr (HI) {
         constexpr int nb = TQ_HI * L::hi_a_bits / 8;
         return { L::hi_a + j % nb, L::hi_a_bits * (j / nb), (1 << L::hi_a_bits) - 1,
-                 L::hi_b < 0 ? -1 : L::hi_b + j % (TQ_HI / 8), j / (TQ_HI / 8), 1 };
+                 L::hi_b < 0 ? -1 : L::hi_b + j % (TQ_HI / 8), j / (TQ_HI / 8) };
     } else {
         constexpr int nb = TQ_LO * L::lo_a_bits / 8;
         return { L::lo_a + j % nb, L::lo_a_bits * (j / nb), (1 << L::lo_a_bits) - 1,
-                 L::lo_b < 0 ? -1 : L::lo_b + j % (TQ_LO / 8), j / (TQ_LO / 8), 0 };
+                 L::lo_b < 0 ? -1 : L::lo_b + j % (TQ_LO / 8), j / (TQ_LO / 8) };
     }
-}
-
-template <ggml_type T>
-static __host__ __device__ __forceinline__ tq_slot tq_slot_of(int s) {
-    return s < TQ_HI ? tq_slot_in_group<T, true>(s) : tq_slot_in_group<T, false>(s - TQ_HI);
 }
 
 static __device__ __forceinline__ int tq_code_at(const uint8_t * blk, const tq_slot & q) {
