@@ -15,18 +15,35 @@
 #include "tq-cuda.cuh"
 #include "tq-device.cuh"
 
-// grid (n_head), block D threads: warp w makes rows 32w .. 32w + 31 of y[h] = T[h / r] x[h]
-// (+ bias[h]). Every warp has read all of x[h] before any writes y[h], so y may be x itself:
-// gallocr gives K's offset add the memory of x once the transform, x's last reader, is done
-// (tq-fuse.cu fuses that add into this kernel).
-template <int D>
-static __global__ void __launch_bounds__(D) k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
-    const int lane = threadIdx.x % 32, rows = 32 * (threadIdx.x / 32), h = blockIdx.x;
+// y[h] = T[h / r] x[h] (+ bias[h]), a warp per 32 rows (tq_warp_rows_dot). Two grids:
+//   WHOLE_HEAD  grid (n_head), D threads: every warp has read all of x[h] before any writes
+//               y[h], so y may be x itself; gallocr gives K's offset add the memory of x once the
+//               transform, x's last reader, is done (tq-fuse.cu fuses that add into this kernel)
+//   otherwise   grid (D / 32, n_head), one warp per block: T's rows spread over 4x the SMs,
+//               0.6 us faster per call on an H200 (docs/results/cuda-h200.md)
+template <int D, bool WHOLE_HEAD>
+static __global__ void __launch_bounds__(WHOLE_HEAD ? D : 32)
+k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
+    const int lane = threadIdx.x % 32;
+    const int rows = WHOLE_HEAD ? 32 * (threadIdx.x / 32) : 32 * blockIdx.x;
+    const int h = WHOLE_HEAD ? blockIdx.x : blockIdx.y;
     float xl[D / 32];
     tq_load_lane<D / 32>(x + (int64_t) h * D + lane * (D / 32), xl);
-    __syncthreads();
+    if constexpr (WHOLE_HEAD) {
+        __syncthreads();
+    }
     const float v = tq_warp_rows_dot<D>(T + ((int64_t) (h / r) * D + rows) * D, xl, lane);
     y[(int64_t) h * D + rows + lane] = bias ? v + bias[(int64_t) h * D + rows + lane] : v;
+}
+
+template <int D>
+static void tq_transform_launch(const float * T, const float * x, const float * bias, float * y, int r, int n_head,
+                                cudaStream_t stream) {
+    if (y == x) {
+        k_tq_transform<D, true><<<n_head, D, 0, stream>>>(T, x, bias, y, r);
+    } else {
+        k_tq_transform<D, false><<<dim3(D / 32, n_head), 32, 0, stream>>>(T, x, bias, y, r);
+    }
 }
 
 // What both forms need: a hinted MUL_MAT of a contiguous f32 T [d, d, ...] (d = 64, 128, 256) by
@@ -59,9 +76,9 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
     const float * xp = (const float *) x->data;
     float * yp = out ? out : (float *) dst->data;
     switch (d) {
-        case 64:  k_tq_transform<64><<<n_head, 64, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
-        case 128: k_tq_transform<128><<<n_head, 128, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
-        default:  k_tq_transform<256><<<n_head, 256, 0, ctx.stream()>>>(tp, xp, bias, yp, r); break;
+        case 64:  tq_transform_launch<64>(tp, xp, bias, yp, r, n_head, ctx.stream()); break;
+        case 128: tq_transform_launch<128>(tp, xp, bias, yp, r, n_head, ctx.stream()); break;
+        default:  tq_transform_launch<256>(tp, xp, bias, yp, r, n_head, ctx.stream()); break;
     }
 }
 
