@@ -78,7 +78,9 @@ static __global__ void k_tq_dequantize(const char * x, dst_t * y, const uint32_t
                                        const int64_t sx1, const int64_t sx2, const int64_t sx3,
                                        const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
     __shared__ float slut[2][16];
+    ggml_cuda_pdl_lc();
     tq_lut_to_shared(lut, slut);
+    ggml_cuda_pdl_sync();
     const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) {
         return;
@@ -106,11 +108,11 @@ static void tq_dequantize_cuda(const void * x, dst_t * y, int64_t ne0, int64_t n
     const bool vec = (uintptr_t) y % 16 == 0 && (sy1 * sizeof(dst_t)) % 16 == 0 && (sy2 * sizeof(dst_t)) % 16 == 0 &&
                      (sy3 * sizeof(dst_t)) % 16 == 0;
     if (vec) {
-        k_tq_dequantize<T, dst_t, true><<<grid, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, (uint32_t) n, nblk,
-            sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
+        ggml_cuda_kernel_launch(k_tq_dequantize<T, dst_t, true>, ggml_cuda_kernel_launch_params(grid, TQ_CUDA_THREADS, 0, stream),
+            (const char *) x, y, (uint32_t) n, nblk, sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
     } else {
-        k_tq_dequantize<T, dst_t, false><<<grid, TQ_CUDA_THREADS, 0, stream>>>((const char *) x, y, (uint32_t) n, nblk,
-            sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
+        ggml_cuda_kernel_launch(k_tq_dequantize<T, dst_t, false>, ggml_cuda_kernel_launch_params(grid, TQ_CUDA_THREADS, 0, stream),
+            (const char *) x, y, (uint32_t) n, nblk, sx1, sx2, sx3, sy1, sy2, sy3, tq_lut_of(T));
     }
 }
 
@@ -149,7 +151,9 @@ static __global__ void k_tq_get_rows(const char * x, const int32_t * idx, dst_t 
                                      const int64_t si0, const int64_t si1, const int64_t si2,
                                      const int64_t sy1, const int64_t sy2, const int64_t sy3, const tq_lut lut) {
     __shared__ float slut[2][16];
+    ggml_cuda_pdl_lc();
     tq_lut_to_shared(lut, slut);
+    ggml_cuda_pdl_sync();
     const int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= 8 * nblk * ne10 * ne11 * ne12) {
         return;
@@ -173,7 +177,7 @@ static void tq_get_rows_cuda(const ggml_tensor * src0, const ggml_tensor * src1,
         return;
     }
     const size_t ds = ggml_type_size(dst->type);
-    k_tq_get_rows<T, dst_t><<<(n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS, TQ_CUDA_THREADS, 0, stream>>>(
+    ggml_cuda_kernel_launch(k_tq_get_rows<T, dst_t>, ggml_cuda_kernel_launch_params((n + TQ_CUDA_THREADS - 1) / TQ_CUDA_THREADS, TQ_CUDA_THREADS, 0, stream),
         (const char *) src0->data, (const int32_t *) src1->data, (dst_t *) dst->data, nblk,
         src1->ne[0], src1->ne[1], src1->ne[2], src0->nb[1], src0->nb[2], src0->nb[3],
         src1->nb[0] / 4, src1->nb[1] / 4, src1->nb[2] / 4, dst->nb[1] / ds, dst->nb[2] / ds, dst->nb[3] / ds, tq_lut_of(T));
@@ -206,6 +210,8 @@ k_tq_quantize(const char * src, char * dst, const idx_t * idx, const int64_t nbl
               const int64_t ni1, const int64_t ni2, const int64_t si0, const int64_t si1, const int64_t si2,
               const tq_codebooks cb) {
     __shared__ uint8_t codes[TQ_QUANT_WARPS][TQ_BLOCK];
+    ggml_cuda_pdl_lc();
+    ggml_cuda_pdl_sync();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t i = (int64_t) blockIdx.x * TQ_QUANT_WARPS + warp;
     if (i >= nblk * ne1 * ne2 * ne3) {
@@ -233,7 +239,8 @@ static void tq_quantize_cuda(const ggml_tensor * src, ggml_tensor * dst, const g
         return;
     }
     const int64_t is = idx ? (int64_t) sizeof(idx_t) : 1;
-    k_tq_quantize<T, src_t, idx_t><<<(n + TQ_QUANT_WARPS - 1) / TQ_QUANT_WARPS, 32 * TQ_QUANT_WARPS, 0, stream>>>(
+    ggml_cuda_kernel_launch(k_tq_quantize<T, src_t, idx_t>,
+        ggml_cuda_kernel_launch_params((n + TQ_QUANT_WARPS - 1) / TQ_QUANT_WARPS, 32 * TQ_QUANT_WARPS, 0, stream),
         (const char *) src->data, (char *) dst->data, idx ? (const idx_t *) idx->data : nullptr, nblk,
         src->ne[1], src->ne[2], src->ne[3], src->nb[0], src->nb[1], src->nb[2], src->nb[3],
         dst->nb[1], dst->nb[2], dst->nb[3],
@@ -284,6 +291,9 @@ k_tq_quantize_transformed(const float * tr, const float * x, const float * off, 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t b = blockIdx.x;
     const int64_t h = b * TQ_BLOCK / D, o = b * TQ_BLOCK % D + 32 * warp;
+    ggml_cuda_pdl_lc();
+    tq_prefetch_rows_l2<D>(tr + (h * D + o) * D, lane);
+    ggml_cuda_pdl_sync();
     float xl[D / 32];
     tq_load_lane<D / 32>(x + h * D + lane * (D / 32), xl);
     float v = tq_warp_rows_dot<D>(tr + (h * D + o) * D, xl, lane);
@@ -310,10 +320,11 @@ static void tq_quantize_transformed_cuda(const ggml_cuda_tq_fused & m, cudaStrea
     const float * x = (const float *) m.x->data;
     const float * off = m.offset ? (const float *) m.offset->data : nullptr;
     const tq_codebooks cb = *ggml_tq_codebooks(T);
+    const ggml_cuda_kernel_launch_params lp(nblk, 64, 0, stream);
     switch (d) {
-        case 64:  k_tq_quantize_transformed<T, idx_t, 64><<<nblk, 64, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], cb); break;
-        case 128: k_tq_quantize_transformed<T, idx_t, 128><<<nblk, 64, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], cb); break;
-        default:  k_tq_quantize_transformed<T, idx_t, 256><<<nblk, 64, 0, stream>>>(tr, x, off, dst, idx, sr->nb[1], cb); break;
+        case 64:  ggml_cuda_kernel_launch(k_tq_quantize_transformed<T, idx_t, 64>, lp, tr, x, off, dst, idx, sr->nb[1], cb); break;
+        case 128: ggml_cuda_kernel_launch(k_tq_quantize_transformed<T, idx_t, 128>, lp, tr, x, off, dst, idx, sr->nb[1], cb); break;
+        default:  ggml_cuda_kernel_launch(k_tq_quantize_transformed<T, idx_t, 256>, lp, tr, x, off, dst, idx, sr->nb[1], cb); break;
     }
 }
 

@@ -70,6 +70,25 @@ struct tq_lut {
     float c[2][16];
 };
 
+// ---- programmatic dependent launch ----------------------------------------------------
+//
+// The TQ kernels launch as upstream's do (ggml_cuda_kernel_launch): on Hopper a kernel may
+// start while the one before it still runs, and waits in ggml_cuda_pdl_sync() before it reads
+// or writes anything another kernel touches. Before that point it may only read what no
+// kernel writes: its arguments and the model's transforms T. Each also calls
+// ggml_cuda_pdl_lc() first thing, so that the kernel after it can start just as early.
+
+// Rows 0..31 of T (D columns, at `rows`) on their way into L2, lane l fetching row l: what the
+// warp's product will read, fetched while the kernel still waits for the one before it.
+template <int D>
+static __device__ __forceinline__ void tq_prefetch_rows_l2(const float * rows, const int lane) {
+    const char * r = (const char *) (rows + lane * D);
+#pragma unroll
+    for (int i = 0; i < D * (int) sizeof(float); i += 128) {
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(r + i));
+    }
+}
+
 // ---- per-head transforms: a warp's 32 rows of T x ------------------------------------------
 //
 // Lane l takes D/32 consecutive columns of each of the 32 rows (one coalesced load per row, all

@@ -40,6 +40,8 @@ template <int D>
 static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits,
                                         const float * To, const int n_head, const int gqa) {
     __shared__ __align__(16) float o[D];
+    ggml_cuda_pdl_lc();
+    ggml_cuda_pdl_sync();
     const int64_t r = (int64_t) blockIdx.x;
     const float2 * m = meta + r * n_splits;
     float mx = -INFINITY;
@@ -159,11 +161,14 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     int splits = 0;
     switch (D) {
         case 64:  splits = tq_fa_launch<64>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  k_tq_fattn_merge<64><<<rows, 64, 0, stream>>>(p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
+                  ggml_cuda_kernel_launch(k_tq_fattn_merge<64>, ggml_cuda_kernel_launch_params(rows, 64, 0, stream),
+                                          p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
         case 128: splits = tq_fa_launch<128>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  k_tq_fattn_merge<128><<<rows, 128, 0, stream>>>(p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
+                  ggml_cuda_kernel_launch(k_tq_fattn_merge<128>, ggml_cuda_kernel_launch_params(rows, 128, 0, stream),
+                                          p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
         case 256: splits = tq_fa_launch<256>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  k_tq_fattn_merge<256><<<rows, 256, 0, stream>>>(p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
+                  ggml_cuda_kernel_launch(k_tq_fattn_merge<256>, ggml_cuda_kernel_launch_params(rows, 256, 0, stream),
+                                          p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
         default:  GGML_ABORT("TQ flash attention: head size %d", (int) D);
     }
     CUDA_CHECK(cudaGetLastError());

@@ -294,12 +294,16 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     const char * V = p.V + (seq % p.v_ne3) * p.nbv3 + hkv * p.nbv2;
     const int kv0 = split * p.kv_per_split;
     const int kv1 = min(p.n_kv, kv0 + p.kv_per_split);
-    // the warp's first tile on its way into L1 while the tables and Q are set up: at 16K a warp
-    // has only a few tiles, and this memory latency was exposed once per block
-    tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
 
+    // the tables come from the arguments: built while the kernel before may still run
+    ggml_cuda_pdl_lc();
     tq_pair_tables<TK>(p.lut_k, tab[0]);
     tq_pair_tables<TV>(p.lut_v, tab[1]);
+    ggml_cuda_pdl_sync();
+    // the warp's first tile on its way into L1 while Q is set up: at 16K a warp has only a few
+    // tiles, and this memory latency was exposed once per block (not before the sync: the
+    // cache write before this kernel may still be writing its newest row)
+    tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
     // column c = (query token j, head hkv*gqa + g) with j = c / gqa, g = c % gqa
     if (p.Tq) {
         // fused: Q = T_k q (one token), the raw q staged in Ow, which is free until the end;
@@ -558,7 +562,7 @@ int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits
     p.kv_per_split = ((tiles + splits - 1) / splits) * TQ_FA_TILE;
     p.n_splits = (p.n_kv + p.kv_per_split - 1) / p.kv_per_split;
     const dim3 grid(p.n_head_kv, p.n_splits, n_seq);
-    k_tq_fattn_decode<D, TK, TV><<<grid, TQ_FA_THREADS, 0, stream>>>(p);
+    ggml_cuda_kernel_launch(k_tq_fattn_decode<D, TK, TV>, ggml_cuda_kernel_launch_params(grid, TQ_FA_THREADS, 0, stream), p);
     return p.n_splits;
 }
 

@@ -24,15 +24,19 @@
 template <int D, bool WHOLE_HEAD>
 static __global__ void __launch_bounds__(WHOLE_HEAD ? D : 32)
 k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
+    ggml_cuda_pdl_lc();
     const int lane = threadIdx.x % 32;
     const int rows = WHOLE_HEAD ? 32 * (threadIdx.x / 32) : 32 * blockIdx.x;
     const int h = WHOLE_HEAD ? blockIdx.x : blockIdx.y;
+    const float * t_rows = T + ((int64_t) (h / r) * D + rows) * D;
+    tq_prefetch_rows_l2<D>(t_rows, lane);
+    ggml_cuda_pdl_sync();
     float xl[D / 32];
     tq_load_lane<D / 32>(x + (int64_t) h * D + lane * (D / 32), xl);
     if constexpr (WHOLE_HEAD) {
         __syncthreads();
     }
-    const float v = tq_warp_rows_dot<D>(T + ((int64_t) (h / r) * D + rows) * D, xl, lane);
+    const float v = tq_warp_rows_dot<D>(t_rows, xl, lane);
     y[(int64_t) h * D + rows + lane] = bias ? v + bias[(int64_t) h * D + rows + lane] : v;
 }
 
@@ -40,9 +44,10 @@ template <int D>
 static void tq_transform_launch(const float * T, const float * x, const float * bias, float * y, int r, int n_head,
                                 cudaStream_t stream) {
     if (y == x) {
-        k_tq_transform<D, true><<<n_head, D, 0, stream>>>(T, x, bias, y, r);
+        ggml_cuda_kernel_launch(k_tq_transform<D, true>, ggml_cuda_kernel_launch_params(n_head, D, 0, stream), T, x, bias, y, r);
     } else {
-        k_tq_transform<D, false><<<dim3(D / 32, n_head), 32, 0, stream>>>(T, x, bias, y, r);
+        ggml_cuda_kernel_launch(k_tq_transform<D, false>, ggml_cuda_kernel_launch_params(dim3(D / 32, n_head), 32, 0, stream),
+                                T, x, bias, y, r);
     }
 }
 
@@ -127,6 +132,8 @@ static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_tra
     __shared__ __align__(16) float Ts[RT][LD];
     __shared__ __align__(16) float Xs[TQ_TT_TOKENS][LD];
 
+    ggml_cuda_pdl_lc();
+    ggml_cuda_pdl_sync(); // T and x share the loop: nothing to do before
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int t0 = blockIdx.x * TQ_TT_TOKENS, h = blockIdx.y, s = h % a.r, kv = h / a.r;
     const int row0 = blockIdx.z * RT;
@@ -224,8 +231,8 @@ void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_t
     const int rows = d < 128 ? d : 128;
     const dim3 grid((a.n_tok + TQ_TT_TOKENS - 1) / TQ_TT_TOKENS, a.r * a.n_kv, d / rows);
     switch (d) {
-        case 64:  k_tq_transform_tokens<64><<<grid, 128, 0, ctx.stream()>>>(a); break;
-        case 128: k_tq_transform_tokens<128><<<grid, 128, 0, ctx.stream()>>>(a); break;
-        default:  k_tq_transform_tokens<256><<<grid, 128, 0, ctx.stream()>>>(a); break;
+        case 64:  ggml_cuda_kernel_launch(k_tq_transform_tokens<64>, ggml_cuda_kernel_launch_params(grid, 128, 0, ctx.stream()), a); break;
+        case 128: ggml_cuda_kernel_launch(k_tq_transform_tokens<128>, ggml_cuda_kernel_launch_params(grid, 128, 0, ctx.stream()), a); break;
+        default:  ggml_cuda_kernel_launch(k_tq_transform_tokens<256>, ggml_cuda_kernel_launch_params(grid, 128, 0, ctx.stream()), a); break;
     }
 }
