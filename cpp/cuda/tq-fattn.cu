@@ -40,9 +40,13 @@ template <int D>
 static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits,
                                         const float * To, const int n_head, const int gqa) {
     __shared__ __align__(16) float o[D];
-    ggml_cuda_pdl_lc();
-    ggml_cuda_pdl_sync();
     const int64_t r = (int64_t) blockIdx.x;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    ggml_cuda_pdl_lc();
+    if (To) { // the rows of the output transform this warp will read, while the attention finishes
+        tq_prefetch_rows_l2<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, lane);
+    }
+    ggml_cuda_pdl_sync();
     const float2 * m = meta + r * n_splits;
     float mx = -INFINITY;
     for (int s = 0; s < n_splits; ++s) {
@@ -64,7 +68,6 @@ static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta,
     }
     o[threadIdx.x] = val;
     __syncthreads();
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float xl[D / 32];
     tq_load_lane<D / 32>(o + lane * (D / 32), xl);
     dst[r * D + threadIdx.x] = tq_warp_rows_dot<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, xl, lane);

@@ -299,6 +299,9 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     ggml_cuda_pdl_lc();
     tq_pair_tables<TK>(p.lut_k, tab[0]);
     tq_pair_tables<TV>(p.lut_v, tab[1]);
+    if (p.Tq) { // fused: the rows of Q's transform this warp's first job reads (see below)
+        tq_prefetch_rows_l2<D>(p.Tq + ((int64_t) hkv * D + 32 * (warp % (D / 32))) * D, lane);
+    }
     ggml_cuda_pdl_sync();
     // the warp's first tile on its way into L1 while Q is set up: at 16K a warp has only a few
     // tiles, and this memory latency was exposed once per block (not before the sync: the
