@@ -86,6 +86,24 @@ static __device__ __forceinline__ uint32_t tq_h2_mul(uint32_t x, uint32_t s) {
     return *(const uint32_t *) &r;
 }
 
+// ---- pair tables --------------------------------------------------------------------------
+// The shared tables in which a quarter's decode looks up its pairs (filled by tq_pair_tables),
+// each entry an f16 pair of centroids. A warp's 32 lookups have random indices: with one entry
+// per index several lanes land on one bank and the lookup takes several passes. TQ2_5's tables
+// (its lookups are most of the decode loop's) hold copies instead: lane l reads copy l % LO of
+// a rest pair and l % HI of an outlier pair; with 32 and 16 copies a rest lookup is one pass
+// and an outlier lookup at most two. Head 256 has room for 8 and 4 (48 KB of shared memory).
+template <ggml_type T, int D> struct tq_tables { uint32_t unused; }; // f16, q8_0: none
+template <int D> struct tq_tables<GGML_TYPE_TQ2_5, D> {
+    static constexpr int LO = D >= 256 ? 8 : 32, HI = D >= 256 ? 4 : 16;
+    uint32_t hi[0x60][HI]; // outlier pairs (3-bit codes) at tq_pair3_index
+    uint32_t lo[16][LO];   // rest pairs (2-bit codes) by the nibble of a plane byte
+};
+template <int D> struct tq_tables<GGML_TYPE_TQ3_5, D> {
+    uint32_t hi[256];  // outlier pairs (4-bit codes): a plane byte is one pair
+    uint32_t lo[0x60]; // rest pairs (3-bit codes) at tq_pair3_index
+};
+
 // ---- quarters: 16 values of a block as 8 f16 pairs ---------------------------------------
 // tq_quarter<T>: load(row, b, q) reads what quarter q (0..3) of block b needs; decode() turns
 // it into 8 pairs (half2 bits) with the group scales applied; slot(q, p, e) is the block slot
@@ -130,14 +148,17 @@ template <> struct tq_quarter<GGML_TYPE_TQ2_5> {
         }
         return r;
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*tb)[256], uint32_t (&x)[8]) {
+    template <int D>
+    static __device__ __forceinline__ void decode(const raw & r, const tq_tables<GGML_TYPE_TQ2_5, D> & tb, uint32_t (&x)[8]) {
+        using TB = tq_tables<GGML_TYPE_TQ2_5, D>;
+        const int lane = threadIdx.x % 32;
         const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
-        x[0] = tq_h2_mul(tb[0][tq_pair3_index(r.a, r.b, 0)], dh);
-        x[1] = tq_h2_mul(tb[0][tq_pair3_index(r.a, r.b, 1)], dh);
+        x[0] = tq_h2_mul(tb.hi[tq_pair3_index(r.a, r.b, 0)][lane % TB::HI], dh);
+        x[1] = tq_h2_mul(tb.hi[tq_pair3_index(r.a, r.b, 1)][lane % TB::HI], dh);
 #pragma unroll
-        for (int m = 0; m < 3; ++m) { // the whole plane byte indexes both of its pairs' tables
-            x[2 + 2 * m] = tq_h2_mul(tb[1][r.l[m]], dl);
-            x[3 + 2 * m] = tq_h2_mul(tb[2][r.l[m]], dl);
+        for (int m = 0; m < 3; ++m) { // a plane byte's two nibbles are two pairs
+            x[2 + 2 * m] = tq_h2_mul(tb.lo[r.l[m] & 0xF][lane % TB::LO], dl);
+            x[3 + 2 * m] = tq_h2_mul(tb.lo[r.l[m] >> 4][lane % TB::LO], dl);
         }
     }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
@@ -161,14 +182,15 @@ template <> struct tq_quarter<GGML_TYPE_TQ3_5> {
         }
         return r;
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*tb)[256], uint32_t (&x)[8]) {
+    template <int D>
+    static __device__ __forceinline__ void decode(const raw & r, const tq_tables<GGML_TYPE_TQ3_5, D> & tb, uint32_t (&x)[8]) {
         const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
-        x[0] = tq_h2_mul(tb[0][r.h & 0xFF], dh);
-        x[1] = tq_h2_mul(tb[0][r.h >> 8], dh);
+        x[0] = tq_h2_mul(tb.hi[r.h & 0xFF], dh);
+        x[1] = tq_h2_mul(tb.hi[r.h >> 8], dh);
 #pragma unroll
         for (int m = 0; m < 3; ++m) {
-            x[2 + 2 * m] = tq_h2_mul(tb[1][tq_pair3_index(r.a[m], r.b[m], 0)], dl);
-            x[3 + 2 * m] = tq_h2_mul(tb[1][tq_pair3_index(r.a[m], r.b[m], 1)], dl);
+            x[2 + 2 * m] = tq_h2_mul(tb.lo[tq_pair3_index(r.a[m], r.b[m], 0)], dl);
+            x[3 + 2 * m] = tq_h2_mul(tb.lo[tq_pair3_index(r.a[m], r.b[m], 1)], dl);
         }
     }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
@@ -183,7 +205,8 @@ template <> struct tq_quarter<GGML_TYPE_F16> {
         const uint4 * p = (const uint4 *) (row + (blk * TQ_BLOCK + 16 * q) * 2);
         return { p[0], p[1] };
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*)[256], uint32_t (&x)[8]) {
+    template <int D>
+    static __device__ __forceinline__ void decode(const raw & r, const tq_tables<GGML_TYPE_F16, D> &, uint32_t (&x)[8]) {
         x[0] = r.a.x; x[1] = r.a.y; x[2] = r.a.z; x[3] = r.a.w;
         x[4] = r.b.x; x[5] = r.b.y; x[6] = r.b.z; x[7] = r.b.w;
     }
@@ -203,7 +226,8 @@ template <> struct tq_quarter<GGML_TYPE_Q8_0> {
         }
         return r;
     }
-    static __device__ __forceinline__ void decode(const raw & r, const uint32_t (*)[256], uint32_t (&x)[8]) {
+    template <int D>
+    static __device__ __forceinline__ void decode(const raw & r, const tq_tables<GGML_TYPE_Q8_0, D> &, uint32_t (&x)[8]) {
         const uint32_t d = __byte_perm(r.d, 0, 0x1010);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -214,28 +238,25 @@ template <> struct tq_quarter<GGML_TYPE_Q8_0> {
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) { return 16 * q + 2 * p + e; }
 };
 
-// The pair tables of a TQ type in shared memory, each entry an f16 pair of centroids, indexed
-// by what the plane bytes give with the fewest operations:
-//   TQ2_5  [0] outliers (3-bit codes) at tq_pair3_index; [1] and [2] the rest (2-bit codes): a
-//          plane byte holds two pairs, [1] takes the whole byte to its low nibble's pair and [2]
-//          to its high nibble's, so the byte indexes both without a mask or a shift
-//   TQ3_5  [0] outliers (4-bit codes): a plane byte is one pair; [1] the rest (3-bit codes) at
-//          tq_pair3_index
-template <ggml_type T>
-static __device__ __forceinline__ void tq_pair_tables(const tq_lut & l, uint32_t (*tab)[256]) {
-    if constexpr (T == GGML_TYPE_TQ2_5 || T == GGML_TYPE_TQ3_5) {
+// Fills a type's pair tables (tq_tables) from its codebooks. Consecutive threads write the
+// copies of one entry, so a warp reads one or two codebook entries at a time (no divergent
+// reads of the kernel's arguments).
+template <ggml_type T, int D>
+static __device__ __forceinline__ void tq_pair_tables(const tq_lut & l, tq_tables<T, D> & tb) {
+    if constexpr (T == GGML_TYPE_TQ2_5) {
+        constexpr int HI = tq_tables<T, D>::HI, LO = tq_tables<T, D>::LO;
+        for (int i = threadIdx.x; i < 0x60 * HI; i += blockDim.x) {
+            tb.hi[i / HI][i % HI] = tq_pair3_entry(l.c[0], i / HI);
+        }
+        for (int i = threadIdx.x; i < 16 * LO; i += blockDim.x) {
+            const int n = i / LO;
+            tb.lo[n][i % LO] = tq_h2(l.c[1][n & 3], l.c[1][n >> 2]);
+        }
+    } else if constexpr (T == GGML_TYPE_TQ3_5) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) {
-            if constexpr (T == GGML_TYPE_TQ2_5) {
-                if (i < 0x60) {
-                    tab[0][i] = tq_pair3_entry(l.c[0], i);
-                }
-                tab[1][i] = tq_h2(l.c[1][i & 3], l.c[1][(i >> 2) & 3]);
-                tab[2][i] = tq_h2(l.c[1][(i >> 4) & 3], l.c[1][i >> 6]);
-            } else {
-                tab[0][i] = tq_h2(l.c[0][i & 15], l.c[0][i >> 4]);
-                if (i < 0x60) {
-                    tab[1][i] = tq_pair3_entry(l.c[1], i);
-                }
+            tb.hi[i] = tq_h2(l.c[0][i & 15], l.c[0][i >> 4]);
+            if (i < 0x60) {
+                tb.lo[i] = tq_pair3_entry(l.c[1], i);
             }
         }
     }
@@ -284,7 +305,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     using QK = tq_quarter<TK>;
     using QV = tq_quarter<TV>;
     __shared__ __align__(16) float Qt[D * NC]; // Q transposed, then (Qf) its B fragments
-    __shared__ uint32_t tab[2][3][256]; // pair tables: [K, V][tq_pair_tables' three]
+    __shared__ tq_tables<TK, D> tab_k; // pair tables (tq_pair_tables)
+    __shared__ tq_tables<TV, D> tab_v;
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
     __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][D]; // also stages the fused path's raw Q
 
@@ -299,8 +321,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 
     // the tables come from the arguments: built while the kernel before may still run
     ggml_cuda_pdl_lc();
-    tq_pair_tables<TK>(p.lut_k, tab[0]);
-    tq_pair_tables<TV>(p.lut_v, tab[1]);
+    tq_pair_tables<TK>(p.lut_k, tab_k);
+    tq_pair_tables<TV>(p.lut_v, tab_v);
     if (p.Tq) { // fused: the rows of Q's transform this warp's first job reads (see below)
         tq_prefetch_rows_l2<D>(p.Tq + ((int64_t) hkv * D + 32 * (warp % (D / 32))) * D, lane);
     }
@@ -398,8 +420,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t x0[8], x1[8];
-                QK::decode(QK::load(row0, b, t), tab[0], x0);
-                QK::decode(QK::load(row1, b, t), tab[0], x1);
+                QK::decode(QK::load(row0, b, t), tab_k, x0);
+                QK::decode(QK::load(row1, b, t), tab_k, x1);
 #pragma unroll
                 for (int s = 0; s < 4; ++s) {
                     const uint2 q = Qf[4 * b + s][lane];
@@ -485,7 +507,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                 uint32_t X[4][8];
 #pragma unroll
                 for (int r = 0; r < 4; ++r) {
-                    QV::decode(QV::load(rows[r], blk, g % 4), tab[1], X[r]);
+                    QV::decode(QV::load(rows[r], blk, g % 4), tab_v, X[r]);
                 }
 #pragma unroll
                 for (int i = 0; i < VP; ++i) {
