@@ -47,7 +47,8 @@ synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=
 }
 
 # test-backend-ops' TQ transform and chain cases (tq-transform.cu, test_tq_attn_chain,
-# test_tq_set_rows_chain), run by test with the fusion off and by memcheck with it on
+# test_tq_set_rows_chain, test_tq_layer_chain), run by test with the fusion off and on, and by
+# memcheck with it on
 chains=(-o MUL_MAT,RESHAPE,SET_ROWS,TQ_TRANSFORM_TOKENS -p n_kv_head)
 
 # memcheck over the TQ kernels: every quantize/get-rows case, every decode-kernel case at KV
@@ -69,11 +70,10 @@ test)
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
     grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
     # the TQ transforms alone (tq-transform.cu: a token's, a ubatch's with its copy back and K's
-    # offset) and the chains of test_tq_attn_chain / test_tq_set_rows_chain, with the CUDA
-    # fusion of tq-fuse.cu off and on
+    # offset) and the chains, with the CUDA fusion of tq-fuse.cu off and on
     GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-chains.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-chains.log" | tail -5 || true
-    GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 -o RESHAPE,SET_ROWS -p 'out_transform|offset' > "$out/tbo-fused.log" 2>&1 || true
+    GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-fused.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-fused.log" | tail -5 || true
     [ "${TQ_MEMCHECK:-1}" = 1 ] && memcheck
     if [ "${TQ_ALL_FA:-0}" = 1 ]; then # every upstream FA case too (minutes)

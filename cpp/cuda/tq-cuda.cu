@@ -277,64 +277,110 @@ void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * 
     }
 }
 
-// Fused (tq-fuse.cu): SET_ROWS of one token's T x (+ the K centering offset) into row idx[0].
-// A block of two warps per block of 64 values: warp w makes rows o0 + 32w + lane of the head's
-// T x (tq_warp_rows_dot), warp 0 quantizes the 64 (lane l holds slots l and l + 32, as the
-// quantizer takes them). Two warps, not one making both halves in turn: the products are
-// latency (rows of T from memory), and one warp per 32 rows is what the plain transform runs.
-template <ggml_type T, typename idx_t, int D>
-static __global__ void __launch_bounds__(64)
-k_tq_quantize_transformed(const float * tr, const float * x, const float * off, char * dst, const idx_t * idx,
-                          const int64_t sd1, const tq_codebooks cb) {
+// Fused (tq-fuse.cu, WRITE): one token's transforms T x (+ K's centering offset), each either
+// quantized into its cache row idx[0] (SET_ROWS: K's, V's) or written plain (Q's). The jobs'
+// blocks of 64 values follow one another in the grid; a block of two warps makes one: warp w
+// the rows o0 + 32w + lane of its head's T x (tq_warp_rows_dot), then warp 0 quantizes the 64
+// (lane l holds slots l and l + 32, as the quantizer takes them). Two warps, not one making
+// both halves in turn: the products are latency (rows of T from memory).
+struct tq_write_job {
+    const float * T;   // [D, D] per KV head
+    const float * x;   // [D, n_head]: the token's heads
+    const float * off; // K's offset [D, n_head], or null
+    float * y;         // plain: the product [D, n_head]
+    char * cache;      // a cache write: the cache, its row idx[0] at stride sd1 (null: plain)
+    const void * idx;
+    int64_t sd1;
+    int blk0;          // the job's first block in the grid
+    int r;             // heads per T: Q's GQA ratio, 1 for K and V
+    bool idx64;
+    bool tq3;          // the cache is TQ3_5 (else TQ2_5)
+};
+
+struct tq_write_jobs {
+    tq_write_job j[3];
+    int n;
+    tq_codebooks cb2, cb3; // TQ2_5's and TQ3_5's
+};
+
+template <int D>
+static __global__ void __launch_bounds__(64) k_tq_write(const tq_write_jobs a) {
     __shared__ float upper[32]; // slots 32..63, from warp 1
     __shared__ uint8_t codes[TQ_BLOCK];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t b = blockIdx.x;
+    // the block's job, by constant indices (a dynamic one would copy the parameters to local memory)
+    tq_write_job j = a.j[0];
+    if (a.n > 1 && (int) blockIdx.x >= a.j[1].blk0) {
+        j = a.j[1];
+    }
+    if (a.n > 2 && (int) blockIdx.x >= a.j[2].blk0) {
+        j = a.j[2];
+    }
+    const int64_t b = blockIdx.x - j.blk0;
     const int64_t h = b * TQ_BLOCK / D, o = b * TQ_BLOCK % D + 32 * warp;
+    const float * t_rows = j.T + ((h / j.r) * D + o) * D;
     ggml_cuda_pdl_lc();
-    tq_prefetch_rows_l2<D>(tr + (h * D + o) * D, lane);
+    tq_prefetch_rows_l2<D>(t_rows, lane);
     ggml_cuda_pdl_sync();
     float xl[D / 32];
-    tq_load_lane<D / 32>(x + h * D + lane * (D / 32), xl);
-    float v = tq_warp_rows_dot<D>(tr + (h * D + o) * D, xl, lane);
-    if (off) {
-        v += off[h * D + o + lane];
+    tq_load_lane<D / 32>(j.x + h * D + lane * (D / 32), xl);
+    float v = tq_warp_rows_dot<D>(t_rows, xl, lane);
+    if (j.off) {
+        v += j.off[h * D + o + lane];
+    }
+    if (!j.cache) { // the whole block takes one job: no barrier is skipped by some of its warps only
+        j.y[h * D + o + lane] = v;
+        return;
     }
     if (warp == 1) {
         upper[lane] = v;
     }
     __syncthreads();
     if (warp == 0) {
-        tq_quantize_block_warp<T>(v, upper[lane], cb, codes, (uint8_t *) dst + (int64_t) idx[0] * sd1 + b * tq_layout<T>::bytes);
+        const int64_t row = j.idx64 ? ((const int64_t *) j.idx)[0] : ((const int32_t *) j.idx)[0];
+        uint8_t * dst = (uint8_t *) j.cache + row * j.sd1;
+        if (j.tq3) {
+            tq_quantize_block_warp<GGML_TYPE_TQ3_5>(v, upper[lane], a.cb3, codes, dst + b * tq_layout<GGML_TYPE_TQ3_5>::bytes);
+        } else {
+            tq_quantize_block_warp<GGML_TYPE_TQ2_5>(v, upper[lane], a.cb2, codes, dst + b * tq_layout<GGML_TYPE_TQ2_5>::bytes);
+        }
     }
 }
 
-template <ggml_type T, typename idx_t>
-static void tq_quantize_transformed_cuda(const ggml_cuda_tq_fused & m, cudaStream_t stream) {
-    const ggml_tensor * sr = m.set_rows;
-    const int d = (int) m.t_in->ne[0];
-    const int64_t nblk = sr->src[0]->ne[0] / TQ_BLOCK;
-    const idx_t * idx = (const idx_t *) sr->src[1]->data;
-    char * dst = (char *) sr->data; // row idx[0], read by the kernel (the index lives on the device)
-    const float * tr = (const float *) m.t_in->data;
-    const float * x = (const float *) m.x->data;
-    const float * off = m.offset ? (const float *) m.offset->data : nullptr;
-    const tq_codebooks cb = *ggml_tq_codebooks(T);
-    const ggml_cuda_kernel_launch_params lp(nblk, 64, 0, stream);
+void ggml_cuda_tq_write(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m) {
+    tq_write_jobs a = {};
+    a.n = m.n_jobs;
+    a.cb2 = *ggml_tq_codebooks(GGML_TYPE_TQ2_5);
+    a.cb3 = *ggml_tq_codebooks(GGML_TYPE_TQ3_5);
+    const int d = (int) m.jobs[0].mm->src[0]->ne[0];
+    int n_blk = 0;
+    for (int i = 0; i < m.n_jobs; ++i) {
+        const ggml_cuda_tq_fused::write_job & w = m.jobs[i];
+        const ggml_tensor * T = w.mm->src[0];
+        const ggml_tensor * x = w.mm->src[1];
+        tq_write_job & j = a.j[i];
+        j.T = (const float *) T->data;
+        j.x = (const float *) x->data;
+        j.off = w.offset ? (const float *) w.offset->data : nullptr;
+        j.r = (int) (x->ne[2] / T->ne[2]);
+        j.blk0 = n_blk;
+        if (w.set_rows) {
+            const ggml_tensor * sr = w.set_rows;
+            j.cache = (char *) sr->data; // row idx[0], read by the kernel (the index lives on the device)
+            j.idx = sr->src[1]->data;
+            j.idx64 = sr->src[1]->type == GGML_TYPE_I64;
+            j.sd1 = sr->nb[1];
+            j.tq3 = sr->type == GGML_TYPE_TQ3_5;
+        } else {
+            j.y = (float *) w.mm->data;
+        }
+        n_blk += (int) (ggml_nelements(x) / TQ_BLOCK);
+    }
+    const ggml_cuda_kernel_launch_params lp(n_blk, 64, 0, ctx.stream());
     switch (d) {
-        case 64:  ggml_cuda_kernel_launch(k_tq_quantize_transformed<T, idx_t, 64>, lp, tr, x, off, dst, idx, sr->nb[1], cb); break;
-        case 128: ggml_cuda_kernel_launch(k_tq_quantize_transformed<T, idx_t, 128>, lp, tr, x, off, dst, idx, sr->nb[1], cb); break;
-        default:  ggml_cuda_kernel_launch(k_tq_quantize_transformed<T, idx_t, 256>, lp, tr, x, off, dst, idx, sr->nb[1], cb); break;
-    }
-}
-
-void ggml_cuda_tq_set_rows_transformed(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m) {
-    const bool i64 = m.set_rows->src[1]->type == GGML_TYPE_I64;
-    cudaStream_t stream = ctx.stream();
-    if (m.set_rows->type == GGML_TYPE_TQ2_5) {
-        i64 ? tq_quantize_transformed_cuda<GGML_TYPE_TQ2_5, int64_t>(m, stream) : tq_quantize_transformed_cuda<GGML_TYPE_TQ2_5, int32_t>(m, stream);
-    } else {
-        i64 ? tq_quantize_transformed_cuda<GGML_TYPE_TQ3_5, int64_t>(m, stream) : tq_quantize_transformed_cuda<GGML_TYPE_TQ3_5, int32_t>(m, stream);
+        case 64:  ggml_cuda_kernel_launch(k_tq_write<64>, lp, a); break;
+        case 128: ggml_cuda_kernel_launch(k_tq_write<128>, lp, a); break;
+        default:  ggml_cuda_kernel_launch(k_tq_write<256>, lp, a); break;
     }
 }
 

@@ -43,28 +43,36 @@ void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_t
 // A chain of graph nodes that one TQ kernel computes (tq-fuse.cu): a TQ transform (MUL_MAT
 // hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused with what follows it.
 struct ggml_cuda_tq_fused {
-    // ATTN, SET_ROWS: decode, on with GGML_CUDA_TQ_FUSE=1. TRANSFORM (a token's transform + K's
+    // ATTN, WRITE: decode, on with GGML_CUDA_TQ_FUSE=1. TRANSFORM (a token's transform + K's
     // offset) and TOKENS (a ubatch's transform + its copy back [+ K's offset]): always on.
-    enum { NONE, ATTN, SET_ROWS, TRANSFORM, TOKENS } kind;
+    enum { NONE, ATTN, WRITE, TRANSFORM, TOKENS } kind;
     const ggml_tensor * mm;       // TRANSFORM, TOKENS: the transform's MUL_MAT node
-    const ggml_tensor * t_in;     // the transform [d, d, n_kv_head] applied to x
+    const ggml_tensor * t_in;     // ATTN: Q's transform [d, d, n_kv_head] applied to x (null: Q as it is)
     const ggml_tensor * x;        // its input: one token's heads, [d, 1, n_heads], contiguous
-    const ggml_tensor * fa;       // ATTN: the FLASH_ATTN_EXT node (Q = t_in x)
+    const ggml_tensor * fa;       // ATTN: the FLASH_ATTN_EXT node
     const ggml_tensor * t_out;    // ATTN: the transform of the output, or null
-    const ggml_tensor * offset;   // SET_ROWS, TRANSFORM, TOKENS: the K centering offset added after t_in, or null
-    const ggml_tensor * set_rows; // SET_ROWS: the cache write
+    const ggml_tensor * offset;   // TRANSFORM, TOKENS: the K centering offset added after the product, or null
     const ggml_tensor * out;      // the chain's last node: what the fused kernel writes
+    // WRITE: up to three of one token's transforms in one kernel, each either followed by its
+    // cache write (mm [+ ADD offset] -> SET_ROWS into a TQ cache: K's, V's) or, only as the
+    // first, plain (Q's: into mm's own result, which the attention reads later)
+    struct write_job {
+        const ggml_tensor * mm;
+        const ggml_tensor * offset;   // or null
+        const ggml_tensor * set_rows; // null: plain
+    } jobs[3];
+    int n_jobs;
 };
 
 // Number of nodes from i on that one fused kernel computes (0: no TQ chain starts at i).
 int ggml_cuda_tq_match(const ggml_cgraph * cgraph, int i, ggml_cuda_tq_fused & m);
 void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m);
 
-// SET_ROWS of t_in x (+ offset) into the TQ cache: the quantizer applies the transform.
-void ggml_cuda_tq_set_rows_transformed(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m);
+// WRITE: the jobs' products, each quantized as it is made into its cache row or written plain.
+void ggml_cuda_tq_write(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m);
 
 // Flash attention at decode with a TQ K and/or V: one kernel that reads each K/V row once for
 // all query heads that share it (GQA) and decodes it once, split over the KV length. With
-// `fused`, Q is t_in x and the result goes through t_out into fused->out.
+// `fused`, Q is t_in x (if t_in) and the result goes through t_out into fused->out.
 bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst);
 void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, const ggml_cuda_tq_fused * fused = nullptr);

@@ -144,7 +144,7 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     }
     p.lut_k = tq_fa_lut(K->type);
     p.lut_v = tq_fa_lut(V->type);
-    if (fused) { // Q = t_in x: one token, one sequence (tq-fuse.cu checked the shapes)
+    if (fused && fused->t_in) { // Q = t_in x: one token, one sequence (tq-fuse.cu checked the shapes)
         p.Tq = (const float *) fused->t_in->data;
         p.qraw = (const float *) fused->x->data;
     }

@@ -8,20 +8,26 @@
 // Off by default (see tq_fuse_enabled); GGML_CUDA_TQ_FUSE=1 turns it on:
 //
 // At decode a layer's TQ graph (llama-graph.cpp, patch 0004) has four small products by the
-// per-head transforms: Q's right before the attention, the output's right after it, K's and V's
-// right before their cache writes. Launched alone they cost more than the attention itself at
-// short context. The graph places each next to its consumer with only views in between, so
-// these chains run as one kernel each here:
+// per-head transforms: Q's, K's and V's, back to back with K's and V's cache writes, and the
+// output's right after the attention. Launched alone they cost more than the attention itself
+// at short context. These chains run as one kernel each here:
 //
-//   MUL_MAT(T_k, q) -> views -> FLASH_ATTN_EXT [-> views -> MUL_MAT(T_v^T, o)]   the decode kernel
-//        transforms Q as it loads it, and its merge step writes T_v^T o
-//   MUL_MAT(T, x) -> views [-> ADD(center offset) -> views] -> SET_ROWS          the quantizer
-//        transforms (and offsets) each block as it quantizes it
+//   MUL_MAT(T_k, q), MUL_MAT(T_k, k) [-> ADD offset] -> SET_ROWS, MUL_MAT(T_v, v) -> SET_ROWS
+//        (views between)                                             one kernel (WRITE): Q's
+//        product written plain, K's and V's quantized into their cache rows as they are made
+//   FLASH_ATTN_EXT -> views -> MUL_MAT(T_v^T, o)                     the decode kernel, whose
+//        merge step writes T_v^T o (ATTN)
+//
+// and, where a graph puts Q's transform right before the attention (test-backend-ops'
+// test_tq_attn_chain), MUL_MAT(T_k, q) -> views -> FLASH_ATTN_EXT [-> out]: the decode kernel
+// transforms Q as it loads it.
 //
 // A chain is fused only when every intermediate result is used by the chain alone. Memory:
-// the fused kernels write only the chain's last output (the cache, or the output product's
-// destination), after reading everything else they read (the merge runs after the attention
-// kernel), so gallocr's reuse of freed intermediates cannot be hit.
+// the fused kernels write only results that outlive the chain (the caches, Q's product, the
+// output product's destination) after reading everything else they read (the merge runs after
+// the attention kernel). The intermediates are never written, so gallocr's reuse of their
+// memory cannot be hit; Q's product was allocated while K's and V's inputs, which later nodes
+// of the chain read, were live, and is checked disjoint from them anyway.
 #include "tq-cuda.cuh"
 #include "tq-fattn.cuh"
 #include "ggml-tq-impl.h"
@@ -154,9 +160,102 @@ static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) 
     return last - i + 1;
 }
 
+// The index of the SET_ROWS that ends mm [-> ADD offset] -> SET_ROWS into a TQ cache, writing
+// one token's whole row, with job filled in; -1 if no such chain starts at mm (node k).
+static int tq_cache_write(const ggml_cgraph * g, int k, ggml_cuda_tq_fused::write_job & job) {
+    const ggml_tensor * mm = g->nodes[k];
+    const int j = tq_next_compute(g, k);
+    if (j >= g->n_nodes) {
+        return -1;
+    }
+    const ggml_tensor * add = tq_offset_add(g, j, mm);
+    if (add && ggml_nelements(add->src[1]) != ggml_nelements(mm)) {
+        add = nullptr; // an offset per head of the one token, as the kernel reads it
+    }
+    int last = j;
+    if (add) {
+        last = tq_next_compute(g, j);
+        if (last >= g->n_nodes) {
+            return -1;
+        }
+    }
+    const ggml_tensor * sr = g->nodes[last];
+    const ggml_tensor * val = add ? add : mm;
+    if (sr->op != GGML_OP_SET_ROWS || !ggml_tq_is_tq(sr->type) || tq_root(sr->src[0]) != val ||
+        sr->src[0]->ne[0] != ggml_nelements(mm) || sr->src[0]->ne[1] != 1 || sr->src[0]->ne[2] != 1 ||
+        sr->src[0]->ne[3] != 1 || sr->src[0]->nb[0] != sizeof(float) || mm->src[1]->ne[2] != mm->src[0]->ne[2] ||
+        !tq_only_user(g, mm, add ? add : sr) || (add && !tq_only_user(g, add, sr))) {
+        return -1;
+    }
+    job = { mm, add ? add->src[1] : nullptr, sr };
+    return last;
+}
+
+// WRITE: from node i on, one token's transforms with their cache writes, the first possibly
+// plain (Q's), at least two jobs or one cache write; of one head size.
+static int tq_match_write(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
+    int k = i, last = -1;
+    const int64_t d = g->nodes[i]->src[0]->ne[0];
+    while (m.n_jobs < 3 && k < g->n_nodes && ggml_cuda_tq_transform_applies(g->nodes[k]) &&
+           g->nodes[k]->src[0]->ne[0] == d) {
+        ggml_cuda_tq_fused::write_job & job = m.jobs[m.n_jobs];
+        int e = tq_cache_write(g, k, job);
+        if (e < 0) {
+            if (m.n_jobs > 0) {
+                break;
+            }
+            job = { g->nodes[k], nullptr, nullptr };
+            e = k;
+        }
+        ++m.n_jobs;
+        last = e;
+        k = tq_next_compute(g, e);
+    }
+    if (m.n_jobs == 0 || (m.n_jobs == 1 && !m.jobs[0].set_rows)) {
+        m.n_jobs = 0;
+        return 0;
+    }
+    if (!m.jobs[0].set_rows) { // Q's product: apart from what the other jobs read
+        const ggml_tensor * y = m.jobs[0].mm;
+        for (int j = 1; j < m.n_jobs; ++j) {
+            if (!tq_disjoint(y, m.jobs[j].mm->src[1]) || (m.jobs[j].offset && !tq_disjoint(y, m.jobs[j].offset))) {
+                m.n_jobs = 0;
+                return 0;
+            }
+        }
+    }
+    m.kind = ggml_cuda_tq_fused::WRITE;
+    m.out = g->nodes[last];
+    return last - i + 1;
+}
+
+// ATTN from the attention on: FLASH_ATTN_EXT -> views -> MUL_MAT(T_v^T, o), one query token
+static int tq_match_attn_out(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
+    const ggml_tensor * fa = g->nodes[i];
+    const ggml_tensor * Q = fa->src[0];
+    const ggml_tensor * K = fa->src[1];
+    const int k = tq_next_compute(g, i);
+    if (!ggml_cuda_tq_fattn_applies(fa) || Q->ne[1] != 1 || Q->ne[3] != 1 || k >= g->n_nodes) {
+        return 0;
+    }
+    const ggml_tensor * mo = g->nodes[k];
+    if (!ggml_cuda_tq_transform_applies(mo) || tq_root(mo->src[1]) != fa || mo->src[0]->ne[0] != fa->ne[0] ||
+        mo->src[0]->ne[2] != K->ne[2] || mo->src[1]->ne[2] != fa->ne[1] || !tq_only_user(g, fa, mo)) {
+        return 0;
+    }
+    m.kind = ggml_cuda_tq_fused::ATTN;
+    m.fa = fa;
+    m.t_out = mo->src[0];
+    m.out = mo;
+    return k - i + 1;
+}
+
 int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     m = {};
     const ggml_tensor * mm = g->nodes[i];
+    if (mm->op == GGML_OP_FLASH_ATTN_EXT) {
+        return tq_fuse_enabled() ? tq_match_attn_out(g, i, m) : 0;
+    }
     if (!tq_fuse_enabled() || !ggml_cuda_tq_transform_applies(mm)) {
         return tq_match_plain(g, i, m);
     }
@@ -174,53 +273,19 @@ int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
             mm->src[0]->ne[0] != K->ne[0] || !tq_only_user(g, mm, next)) {
             return 0;
         }
+        const int n = tq_match_attn_out(g, j, m);
         m.kind = ggml_cuda_tq_fused::ATTN;
         m.fa = next;
+        m.out = n ? m.out : next;
         m.t_in = mm->src[0];
         m.x = mm->src[1];
-        m.out = next;
-        int n = j - i + 1;
-        const int k = tq_next_compute(g, j);
-        if (k < g->n_nodes) {
-            const ggml_tensor * mo = g->nodes[k];
-            if (ggml_cuda_tq_transform_applies(mo) && tq_root(mo->src[1]) == next && mo->src[0]->ne[0] == next->ne[0] &&
-                mo->src[0]->ne[2] == K->ne[2] && mo->src[1]->ne[2] == next->ne[1] && tq_only_user(g, next, mo)) {
-                m.t_out = mo->src[0];
-                m.out = mo;
-                n = k - i + 1;
-            }
-        }
-        return n;
+        return n ? j - i + n : j - i + 1;
     }
 
-    // MUL_MAT -> [ADD offset] -> SET_ROWS into a TQ cache
-    const ggml_tensor * add = tq_offset_add(g, j, mm);
-    if (add && ggml_nelements(add->src[1]) != ggml_nelements(mm)) {
-        add = nullptr; // an offset per head of the one token, as the quantizer reads it
+    if (const int n = tq_match_write(g, i, m)) {
+        return n;
     }
-    const ggml_tensor * sr = next;
-    int last = j;
-    if (add) {
-        last = tq_next_compute(g, j);
-        if (last >= g->n_nodes) {
-            return 0;
-        }
-        sr = g->nodes[last];
-    }
-    const ggml_tensor * val = add ? add : mm;
-    if (sr->op != GGML_OP_SET_ROWS || !ggml_tq_is_tq(sr->type) || tq_root(sr->src[0]) != val ||
-        sr->src[0]->ne[0] != ggml_nelements(mm) || sr->src[0]->ne[1] != 1 || sr->src[0]->ne[2] != 1 ||
-        sr->src[0]->ne[3] != 1 || sr->src[0]->nb[0] != sizeof(float) || mm->src[1]->ne[2] != mm->src[0]->ne[2] ||
-        !tq_only_user(g, mm, add ? add : sr) || (add && !tq_only_user(g, add, sr))) {
-        return tq_match_plain(g, i, m);
-    }
-    m.kind = ggml_cuda_tq_fused::SET_ROWS;
-    m.t_in = mm->src[0];
-    m.x = mm->src[1];
-    m.offset = add ? add->src[1] : nullptr;
-    m.set_rows = sr;
-    m.out = sr;
-    return last - i + 1;
+    return tq_match_plain(g, i, m);
 }
 
 void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m) {
@@ -228,8 +293,8 @@ void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_
         case ggml_cuda_tq_fused::ATTN:
             ggml_cuda_tq_fattn(ctx, const_cast<ggml_tensor *>(m.fa), &m);
             break;
-        case ggml_cuda_tq_fused::SET_ROWS:
-            ggml_cuda_tq_set_rows_transformed(ctx, m);
+        case ggml_cuda_tq_fused::WRITE:
+            ggml_cuda_tq_write(ctx, m);
             break;
         case ggml_cuda_tq_fused::TRANSFORM:
             ggml_cuda_tq_transform(ctx, m.mm, (const float *) m.offset->data, (float *) m.out->data);
