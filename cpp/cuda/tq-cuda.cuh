@@ -43,7 +43,7 @@ void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_t
 // A chain of graph nodes that one TQ kernel computes (tq-fuse.cu): a TQ transform (MUL_MAT
 // hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused with what follows it.
 struct ggml_cuda_tq_fused {
-    // ATTN, WRITE: decode, on with GGML_CUDA_TQ_FUSE=1. TRANSFORM (a token's transform + K's
+    // ATTN, WRITE: decode, off with GGML_CUDA_TQ_FUSE=0. TRANSFORM (a token's transform + K's
     // offset) and TOKENS (a ubatch's transform + its copy back [+ K's offset]): always on.
     enum { NONE, ATTN, WRITE, TRANSFORM, TOKENS } kind;
     const ggml_tensor * mm;       // TRANSFORM, TOKENS: the transform's MUL_MAT node
