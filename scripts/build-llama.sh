@@ -42,6 +42,13 @@ key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targe
          find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh scripts/import-core.sh; } | sha256sum | cut -c1-16)
 [ -n "$src" ] && key="$key-src"
 prefix=${prefix:-$cache/llama/$key}
+# One call per key at a time (they share the work folder below): a second one waits here, then
+# finds the build cached, or builds it itself if the first failed
+mkdir -p "$cache/llama-work"
+if command -v flock >/dev/null; then
+    exec 9>"$cache/llama-work/$key.lock"
+    flock 9
+fi
 if [ -z "$tree_only" ] && [ -f "$prefix/.complete" ] && [ "$(cat "$prefix/.complete")" = "$key" ]; then
     for t in $TARGETS; do [ -x "$prefix/bin/$t" ] || die "cached build $prefix lacks bin/$t: delete $prefix and run again"; done
     echo "$prefix"
