@@ -13,16 +13,47 @@
 # From this machine (the `device` tool): first `bash scripts/make-device-src.sh`, then run this
 # script with carry [".device"]. The build is cached under ~/.cache/tqgguf like any other, so a
 # second call on a still-warm machine skips it. Results land in $OUT (or out/device).
+#
+# TQ_VARIANT=NAME runs the step on another version of the kernels and patches: the git ref that
+# `bash scripts/make-device-variants.sh REF...` packed as .device/variants/NAME.tar.gz (cpp/,
+# patches/ and the build scripts), in a copy of this repo. Several variants may build at once,
+# each step on its own card, e.g.
+#   TQ_VARIANT=wip-decode-epilogue CUDA_VISIBLE_DEVICES=1 bash scripts/device-cuda.sh perf &
+#   CUDA_VISIBLE_DEVICES=0 bash scripts/device-cuda.sh perf & wait
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-step=${1:?usage: device-cuda.sh test|bench [tqgguf bench options]}
+step=${1:?usage: device-cuda.sh test|memcheck|perf|ppl|bench|ncu|prof [tqgguf bench options]}
 shift
+case "$step" in # before the build: a typo should not cost one
+test|memcheck|perf|ppl|bench|ncu|prof) ;;
+*) echo "device-cuda.sh: unknown step $step" >&2; exit 2 ;;
+esac
+
+if [ -n "${TQ_VARIANT:-}" ]; then
+    pack=$root/.device/variants/$TQ_VARIANT.tar.gz
+    [ -f "$pack" ] || { echo "device-cuda.sh: no $pack (run scripts/make-device-variants.sh, carry .device)" >&2; exit 1; }
+    v=/tmp/tqgguf-variant/$TQ_VARIANT
+    if [ ! -d "$v" ]; then # this repo with the variant's files, made aside and renamed into place
+        tmp=$(mkdir -p /tmp/tqgguf-variant && mktemp -d "/tmp/tqgguf-variant/.$TQ_VARIANT.XXXXXX")
+        tar -C "$root" --exclude=./.device --exclude=./.git --exclude=./.venv --exclude=./out -cf - . | tar -C "$tmp" -xf -
+        rm -rf "$tmp/cpp" "$tmp/patches"
+        tar -C "$tmp" -xzf "$pack"
+        ln -s "$root/.device" "$tmp/.device"
+        mv -T "$tmp" "$v" 2>/dev/null || rm -rf "$tmp" # another call made it first
+    fi
+    echo "variant $TQ_VARIANT: $(cat "$v/.variant")"
+    TQ_VARIANT="" exec bash "$v/scripts/device-cuda.sh" "$step" "$@"
+fi
+
 out=${OUT:-$root/out/device}
 mkdir -p "$out"
 src=/tmp/tqgguf-src/llama.cpp
-if [ ! -d "$src" ]; then
+if [ ! -d "$src" ]; then # unpacked aside and renamed into place: calls may run at once
     [ -f "$root/.device/llama-src.tar.gz" ] || { echo "device-cuda.sh: no .device/llama-src.tar.gz (run scripts/make-device-src.sh, carry .device)" >&2; exit 1; }
-    mkdir -p /tmp/tqgguf-src && tar -C /tmp/tqgguf-src -xzf "$root/.device/llama-src.tar.gz"
+    tmp=$(mkdir -p /tmp/tqgguf-src && mktemp -d /tmp/tqgguf-src/.unpack.XXXXXX)
+    tar -C "$tmp" -xzf "$root/.device/llama-src.tar.gz"
+    mv -T "$tmp/llama.cpp" "$src" 2>/dev/null || true
+    rm -rf "$tmp"
 fi
 t0=$(date +%s)
 prefix=$(bash "$root/scripts/build-llama.sh" --cuda --src "$src" --jobs "$(nproc)")
@@ -36,6 +67,8 @@ export PYTHONPATH="$root:$src/gguf-py${PYTHONPATH:+:$PYTHONPATH}"
 # only puts the centering's add in the graph.
 llama3_shape() {
     local model=/tmp/llama3-8b-shape-$1l.gguf
+    exec 8>"$model.lock" # one maker at a time: concurrent steps wait and take its file
+    command -v flock > /dev/null && flock 8
     if [ ! -f "$model.tq" ]; then
         python3 -c "
 from tqgguf import synth
@@ -43,6 +76,7 @@ synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=
                                   n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))" >&2 || exit 1
         python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 -q >&2 || exit 1
     fi
+    command -v flock > /dev/null && flock -u 8
     echo "$model.tq"
 }
 
