@@ -146,13 +146,17 @@ ppl)
     ;;
 ncu)
     command -v ncu > /dev/null || { echo "no ncu on this machine"; exit 0; }
+    # TQ_NCU_KV=16384: at 16K a warp has 2 tiles, so the prologue and epilogue weigh as much as the loop
     ncu --kernel-name regex:k_tq_fattn_decode --launch-count 1 --section SpeedOfLight --section Occupancy \
         --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-        --section MemoryWorkloadAnalysis_Tables --section InstructionStats \
-        "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT -p 'nh=8,nr23=\[4,1\],kv=65536,.*type_K=tq2_5,type_V=tq2_5' \
+        --section MemoryWorkloadAnalysis_Tables --section InstructionStats --section SourceCounters \
+        --print-details all \
+        "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT -p "nh=8,nr23=\\[4,1\\],kv=${TQ_NCU_KV:-65536},.*type_K=tq2_5,type_V=tq2_5" \
         > "$out/ncu.txt" 2>&1 || true
     # stall reasons and shared-memory bank conflicts say whether the loop waits on the L1/shared
-    # pipeline (the pair-table lookups, the byte loads) rather than on issue or DRAM
+    # pipeline (the pair-table lookups, the byte loads) rather than on issue or DRAM; the source
+    # counters name the instructions where warps stall most (by SASS offset: cuobjdump -sass of the
+    # kernel's instance file, as sass-mix.py makes it, maps them)
     grep -a -E "Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Stall|Warp Cycles|Issued Ipc|Executed Ipc|L1/TEX Hit|L2 Hit|Bank|Wavefront|MIO" "$out/ncu.txt" | head -60
     ;;
 prof)
