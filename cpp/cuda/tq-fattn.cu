@@ -106,6 +106,15 @@ static int tq_fa_launch(ggml_type tk, ggml_type tv, const tq_fa_params & p, int 
                                  : tq_fa_launch_k_plain<D, GGML_TYPE_TQ3_5>(tk, p, n_seq, nsm, ms, stream);
 }
 
+// The decode kernel, then the merge of its splits (one block per output row) into out.
+template <int D>
+static void tq_fa_run(ggml_type tk, ggml_type tv, const tq_fa_params & p, int n_seq, int nsm, int max_splits, int64_t rows,
+                      float * out, const float * To, cudaStream_t stream) {
+    const int splits = tq_fa_launch<D>(tk, tv, p, n_seq, nsm, max_splits, stream);
+    ggml_cuda_kernel_launch(k_tq_fattn_merge<D>, ggml_cuda_kernel_launch_params(rows, D, 0, stream),
+                            p.part, p.meta, out, splits, To, p.n_head, p.gqa);
+}
+
 static tq_lut tq_fa_lut(ggml_type t) {
     tq_lut l = {};
     if (ggml_tq_is_tq(t)) {
@@ -161,17 +170,10 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     p.part = part.get();
     p.meta = meta.get();
 
-    int splits = 0;
     switch (D) {
-        case 64:  splits = tq_fa_launch<64>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  ggml_cuda_kernel_launch(k_tq_fattn_merge<64>, ggml_cuda_kernel_launch_params(rows, 64, 0, stream),
-                                          p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
-        case 128: splits = tq_fa_launch<128>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  ggml_cuda_kernel_launch(k_tq_fattn_merge<128>, ggml_cuda_kernel_launch_params(rows, 128, 0, stream),
-                                          p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
-        case 256: splits = tq_fa_launch<256>(K->type, V->type, p, n_seq, nsm, max_splits, stream);
-                  ggml_cuda_kernel_launch(k_tq_fattn_merge<256>, ggml_cuda_kernel_launch_params(rows, 256, 0, stream),
-                                          p.part, p.meta, out, splits, To, p.n_head, p.gqa); break;
+        case 64:  tq_fa_run<64>(K->type, V->type, p, n_seq, nsm, max_splits, rows, out, To, stream); break;
+        case 128: tq_fa_run<128>(K->type, V->type, p, n_seq, nsm, max_splits, rows, out, To, stream); break;
+        case 256: tq_fa_run<256>(K->type, V->type, p, n_seq, nsm, max_splits, rows, out, To, stream); break;
         default:  GGML_ABORT("TQ flash attention: head size %d", (int) D);
     }
     CUDA_CHECK(cudaGetLastError());

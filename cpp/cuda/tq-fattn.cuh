@@ -410,7 +410,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         tq_fa_prefetch(p, K, V, t0 + 32 * TQ_FA_WARPS + lane, kv1);
         // K phase, keys as mma's M rows: S[h] = scores of keys t0 + 16h + g (elements 0, 1) and
         // t0 + 16h + g + 8 (2, 3) against columns 2t, 2t + 1. Lane (g, t) decodes quarter t of
-        // both keys: their pairs are its A fragments, Q's the B fragments (qa, as they stand)
+        // both keys: their pairs are its A fragments, Q's the B fragments (Qf, as they stand)
         float S[2][4];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {

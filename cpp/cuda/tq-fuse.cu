@@ -118,8 +118,6 @@ static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) 
             return 0;
         }
         m.kind = ggml_cuda_tq_fused::TRANSFORM;
-        m.t_in = mm->src[0];
-        m.x = mm->src[1];
         m.mm = mm;
         m.offset = add->src[1];
         m.out = add;

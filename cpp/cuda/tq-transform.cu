@@ -91,10 +91,9 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
 //
 // A block computes 128 output dimensions (all of them when d = 64) of one head for 64 tokens:
 // C (rows x tokens) = T (rows x d) X (d x tokens), in chunks of 32 of d staged through shared
-// memory. TF32 keeps
-// f32's range with an 11-bit significand, as f16 K/V caches and f16 flash attention do; what
-// follows the products rounds far more (the TQ quantizer, f16 attention, the q8_1 input of
-// the output projection).
+// memory. TF32 keeps f32's range with an 11-bit significand, as f16 K/V caches and f16 flash
+// attention do; what follows the products rounds far more (the TQ quantizer, f16 attention,
+// the q8_1 input of the output projection).
 
 // The kernel's arguments: y[:, t, s, kv] = T[kv] x[:, t, s, kv] (+ bias[(kv * r + s) * d ...]).
 struct tq_transform_tokens_args {
