@@ -5,7 +5,8 @@
 #                                   (TQ_MEMCHECK=0: not)
 #   scripts/device-cuda.sh memcheck compute-sanitizer over the TQ kernels and the transform chains
 #   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K per cache type
-#   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs
+#   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs,
+#                                   through prefill (512-token ubatches) and decode (one token at a time)
 #   scripts/device-cuda.sh bench    tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
 #   scripts/device-cuda.sh ncu      Nsight Compute on the tq2_5 decode kernel at 64K (speed of light, occupancy, stalls)
 #   scripts/device-cuda.sh prof     every kernel's own time in a decode token and a 512-token ubatch, f16 vs TQ
@@ -126,21 +127,34 @@ perf)
     ;;
 ppl)
     # a real model (make-device-src.sh: SmolLM2-135M, first 14 layers, Q4_0): f16-cache logits on one
-    # GPU as the base, then tq2_5 on the CPU, on one GPU, and split by layer over every GPU
+    # GPU as the base, then tq2_5/tq3_5 on the CPU and on the GPU, in two passes:
+    #   prefill  512-token ubatches (c 512, 40 chunks); also split by layer over every GPU
+    #   decode   one token per ubatch (c 128, 8 chunks): the fused one-token layer, and with
+    #            GGML_CUDA_TQ_FUSE=0 its separate kernels
     model=$root/.device/smollm2-14l.gguf text=$root/.device/text.txt
     [ -f "$model" ] || { echo "device-cuda.sh: no $model (run scripts/make-device-src.sh)" >&2; exit 1; }
-    common=(-m "$model" -f "$text" -c 512 --chunks 40 -fa on -b 512)
     ngpu=$(nvidia-smi -L | wc -l)
-    CUDA_VISIBLE_DEVICES=0 "$bin/llama-perplexity" "${common[@]}" -ngl 99 --kl-divergence-base "$out/base.kld" > "$out/ppl-base.log" 2>&1
-    run() { local name=$1; shift; "$bin/llama-perplexity" "${common[@]}" --kl-divergence-base "$out/base.kld" --kl-divergence "$@" > "$out/ppl-$name.log" 2>&1 || echo "$name failed"; }
-    run f16-cpu -ngl 0 -dev none -t "$(nproc)"   # the CPU backend's own distance from the GPU base
-    for t in tq2_5 tq3_5; do
-        run "$t-cpu" -ctk $t -ctv $t -ngl 0 -dev none -t "$(nproc)"
-        CUDA_VISIBLE_DEVICES=0 run "$t-gpu" -ctk $t -ctv $t -ngl 99
-        [ "$ngpu" -gt 1 ] && run "$t-gpu-sm-layer" -ctk $t -ctv $t -ngl 99 -sm layer
+    run() { local name=$1; shift; "$bin/llama-perplexity" "${common[@]}" --kl-divergence-base "$out/base-$pass.kld" --kl-divergence "$@" > "$out/ppl-$pass-$name.log" 2>&1 || echo "$pass $name failed"; }
+    for pass in prefill decode; do
+        if [ $pass = prefill ]; then
+            common=(-m "$model" -f "$text" -fa on -c 512 --chunks 40 -b 512)
+        else
+            common=(-m "$model" -f "$text" -fa on -c 128 --chunks 8 -b 1 -ub 1)
+        fi
+        CUDA_VISIBLE_DEVICES=0 "$bin/llama-perplexity" "${common[@]}" -ngl 99 --kl-divergence-base "$out/base-$pass.kld" > "$out/ppl-$pass-base.log" 2>&1
+        run f16-cpu -ngl 0 -dev none -t "$(nproc)"   # the CPU backend's own distance from the GPU base
+        for t in tq2_5 tq3_5; do
+            run "$t-cpu" -ctk $t -ctv $t -ngl 0 -dev none -t "$(nproc)"
+            CUDA_VISIBLE_DEVICES=0 run "$t-gpu" -ctk $t -ctv $t -ngl 99
+            if [ $pass = prefill ]; then
+                [ "$ngpu" -gt 1 ] && run "$t-gpu-sm-layer" -ctk $t -ctv $t -ngl 99 -sm layer
+            else
+                CUDA_VISIBLE_DEVICES=0 GGML_CUDA_TQ_FUSE=0 run "$t-gpu-unfused" -ctk $t -ctv $t -ngl 99
+            fi
+        done
     done
     for f in "$out"/ppl-*.log; do
-        printf '%-28s %s | %s\n' "$(basename "$f" .log)" "$(grep -a -m1 -E '^Mean PPL|Final estimate' "$f" | tr -s ' ')" \
+        printf '%-36s %s | %s\n' "$(basename "$f" .log)" "$(grep -a -m1 -E '^Mean PPL|Final estimate' "$f" | tr -s ' ')" \
             "$(grep -a -m1 -E '^Mean +KLD' "$f" | tr -s ' ')"
     done
     ;;
