@@ -9,13 +9,16 @@
 #   --src DIR     start from your own checkout of upstream 0c1e570 instead of the sdist (it is copied)
 #   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
 #   --tree-only DIR  write the patched source tree (patches + C core) to DIR/llama.cpp and stop
+#   --incremental build in one work folder per option set, kept after the build: a new key syncs
+#                 its patched tree into it by content, so make rebuilds only the files that changed
+#                 (the GPU machine, which has no ccache: several kernel versions in one call)
 #
 # The build is cached under a key made of the pin, the patches, cpp/ and the options: a second
 # call with nothing changed prints PREFIX in seconds. PREFIX/.complete is written last, so an
 # interrupted build is never taken for a finished one. Prints PREFIX on stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cuda=0 asan=0 src="" prefix="" jobs=$(nproc) tree_only=""
+cuda=0 asan=0 src="" prefix="" jobs=$(nproc) tree_only="" incremental=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --cuda) cuda=1 ;;
@@ -24,7 +27,8 @@ while [ $# -gt 0 ]; do
         --prefix) prefix=$2; shift ;;
         --jobs|-j) jobs=$2; shift ;;
         --tree-only) tree_only=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --incremental) incremental=1 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-llama.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -43,10 +47,15 @@ key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targe
 [ -n "$src" ] && key="$key-src"
 prefix=${prefix:-$cache/llama/$key}
 # One call per key at a time (they share the work folder below): a second one waits here, then
-# finds the build cached, or builds it itself if the first failed
+# finds the build cached, or builds it itself if the first failed. An incremental work folder is
+# shared by every key of its option set: one build in it at a time.
+opts_key=$(echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targets=$TARGETS src=${src:+1}" | sha256sum | cut -c1-16)
+[ -n "$tree_only" ] && incremental=0
+lock=$key
+[ "$incremental" = 1 ] && lock=incr-$opts_key
 mkdir -p "$cache/llama-work"
 if command -v flock >/dev/null; then
-    exec 9>"$cache/llama-work/$key.lock"
+    exec 9>"$cache/llama-work/$lock.lock"
     flock 9
 fi
 if [ -z "$tree_only" ] && [ -f "$prefix/.complete" ] && [ "$(cat "$prefix/.complete")" = "$key" ]; then
@@ -55,26 +64,34 @@ if [ -z "$tree_only" ] && [ -f "$prefix/.complete" ] && [ "$(cat "$prefix/.compl
     exit 0
 fi
 
-work=$cache/llama-work/$key
-rm -rf "$work"
-mkdir -p "$work"
+if [ "$incremental" = 1 ]; then
+    work=$cache/llama-work/incr-$opts_key # kept: its build/ is what the next key starts from
+    stage=$work/stage                      # the new key's patched tree, then synced into $work/llama.cpp
+else
+    work=$cache/llama-work/$key
+    stage=$work
+    rm -rf "$work"
+fi
+rm -rf "$stage"
+mkdir -p "$stage"
 if [ -n "$src" ]; then
     if git -C "$src" rev-parse HEAD >/dev/null 2>&1; then
         head=$(git -C "$src" rev-parse HEAD)
         case "$head" in $UPSTREAM*) ;; *) die "$src is at commit ${head:0:12}, the patches are for upstream $UPSTREAM";; esac
     fi
     log "copying $src"
-    tar -C "$src" --exclude=./.git --exclude='./build*' -cf - . | tar -C "$work" -xf -
-    mv "$work" "$work.tmp" && mkdir -p "$work" && mv "$work.tmp" "$work/llama.cpp"
+    mkdir -p "$stage/llama.cpp"
+    tar -C "$src" --exclude=./.git --exclude='./build*' -cf - . | tar -C "$stage/llama.cpp" -xf -
 else
     bash "$root/scripts/setup-env.sh"
     sdist=$("$root/.venv/bin/python" -c 'from tqgguf import assets; print(assets.fetch(assets.LLAMA_SDIST))')
     log "unpacking $(basename "$sdist")"
-    tar -C "$work" -xzf "$sdist" llama_cpp_python-0.3.36/vendor/llama.cpp
-    mv "$work/llama_cpp_python-0.3.36/vendor/llama.cpp" "$work/llama.cpp"
-    rm -f "$work/llama.cpp/.git"
+    tar -C "$stage" -xzf "$sdist" llama_cpp_python-0.3.36/vendor/llama.cpp
+    mv "$stage/llama_cpp_python-0.3.36/vendor/llama.cpp" "$stage/llama.cpp"
+    rmdir -p "$stage/llama_cpp_python-0.3.36/vendor" 2>/dev/null || true
+    rm -f "$stage/llama.cpp/.git"
 fi
-tree=$work/llama.cpp
+tree=$stage/llama.cpp
 
 # patch(1), or git apply where it is missing (the GPU machine's image)
 if command -v patch >/dev/null; then
@@ -104,6 +121,32 @@ if [ -n "$tree_only" ]; then
     exit 0
 fi
 
+if [ "$incremental" = 1 ]; then
+    # files whose content changed get a new mtime (so make rebuilds what depends on them), files
+    # gone are removed; equal files keep theirs. A failed build leaves nothing a later sync trusts:
+    # the sync compares contents, not marks
+    python3 - "$tree" "$work/llama.cpp" <<'PY'
+import filecmp, os, shutil, sys
+new, old = sys.argv[1:]
+keep = set()
+for d, _, files in os.walk(new):
+    for f in files:
+        rel = os.path.relpath(os.path.join(d, f), new)
+        keep.add(rel)
+        dst = os.path.join(old, rel)
+        if not (os.path.isfile(dst) and filecmp.cmp(os.path.join(new, rel), dst, shallow=False)):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(os.path.join(new, rel), dst)
+            shutil.copymode(os.path.join(new, rel), dst)
+for d, _, files in os.walk(old):
+    for f in files:
+        rel = os.path.relpath(os.path.join(d, f), old)
+        if rel not in keep:
+            os.remove(os.path.join(d, f))
+PY
+    rm -rf "$stage"
+    tree=$work/llama.cpp
+fi
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON
       -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON -DGGML_NATIVE=ON
       # the sdist has no .git: name the build (llama-bench's "build:", the logs' build info) by the
@@ -123,7 +166,7 @@ cmake --build "$work/build" -j "$jobs" --target $TARGETS > "$work/build.log" 2>&
 rm -rf "$prefix"
 mkdir -p "$prefix/bin"
 for t in $TARGETS; do cp "$work/build/bin/$t" "$prefix/bin/"; done
-rm -rf "$work"
+[ "$incremental" = 1 ] || rm -rf "$work"
 echo "$key" > "$prefix/.complete"
 log "installed into $prefix/bin"
 echo "$prefix"

@@ -16,11 +16,12 @@
 # second call on a still-warm machine skips it. Results land in $OUT (or out/device).
 #
 # TQ_VARIANT=NAME runs the step on another version of the kernels and patches: the git ref that
-# `bash scripts/make-device-variants.sh REF...` packed as .device/variants/NAME.tar.gz (cpp/,
-# patches/ and the build scripts), in a copy of this repo. Several variants may build at once,
-# each step on its own card, e.g.
-#   TQ_VARIANT=wip-decode-epilogue CUDA_VISIBLE_DEVICES=1 bash scripts/device-cuda.sh perf &
-#   CUDA_VISIBLE_DEVICES=0 bash scripts/device-cuda.sh perf & wait
+# `bash scripts/make-device-variants.sh REF...` packed as .device/variants/NAME.tar.gz (its cpp/
+# and patches/), in a copy of this repo (this repo's scripts). Builds are incremental: after one
+# full build, each variant recompiles only what it changes. One card: one after another, e.g.
+#   bash scripts/device-cuda.sh perf; TQ_VARIANT=wip-decode-epilogue bash scripts/device-cuda.sh perf
+# On several cards, steps may run at once, each on its own card (CUDA_VISIBLE_DEVICES); their
+# builds then take turns in the one work folder.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 step=${1:?usage: device-cuda.sh test|memcheck|perf|ppl|bench|ncu|prof [tqgguf bench options]}
@@ -57,7 +58,8 @@ if [ ! -d "$src" ]; then # unpacked aside and renamed into place: calls may run 
     rm -rf "$tmp"
 fi
 t0=$(date +%s)
-prefix=$(bash "$root/scripts/build-llama.sh" --cuda --src "$src" --jobs "$(nproc)")
+# incremental: a variant built after another rebuilds only the files that differ (~1-2 min, not ~5)
+prefix=$(bash "$root/scripts/build-llama.sh" --cuda --incremental --src "$src" --jobs "$(nproc)")
 echo "build: $(( $(date +%s) - t0 )) s, $prefix"
 bin=$prefix/bin
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
@@ -183,18 +185,27 @@ prof)
     export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
     nc=(ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function)
     lb=("$bin/llama-bench" -m "$model" -ngl 99 -fa 1)
-    for cfg in f16:0 tq2_5:0 tq2_5:1; do
+    # TQ_PROF_DEPTH=16384: the decode tokens at that depth (its prefill is profiled too, then
+    # dropped); TQ_PROF_CONFIGS: cache:fusion pairs
+    depth=${TQ_PROF_DEPTH:-0}
+    for cfg in ${TQ_PROF_CONFIGS:-f16:0 tq2_5:0 tq2_5:1}; do
         t=${cfg%:*} fuse=${cfg#*:} name=${cfg%:*}-fuse${cfg#*:}
         export GGML_CUDA_TQ_FUSE=$fuse
-        "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 0 -n 3 -r 1 > "$out/prof-tg-$name.csv" 2>&1 || true
-        "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 512 -n 0 -r 1 > "$out/prof-pp-$name.csv" 2>&1 || true
-        for k in tg pp; do
+        # (the prefill to the depth in 4096-token ubatches: fewer kernels under the profiler)
+        "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 0 -n 3 -d "$depth" -b 4096 -ub 4096 -r 1 > "$out/prof-tg-$name.csv" 2>&1 || true
+        kinds=tg
+        if [ "$depth" = 0 ]; then
+            "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 512 -n 0 -r 1 > "$out/prof-pp-$name.csv" 2>&1 || true
+            kinds="tg pp"
+        fi
+        for k in $kinds; do
             echo "== $k $name"
             python3 "$root/scripts/kernel-times.py" "$out/prof-$k-$name.csv" --last "$([ $k = tg ] && echo 60 || echo 0)" \
+                --window "$([ $k = tg ] && [ "$depth" != 0 ] && echo 164 || echo 0)" \
                 > "$out/prof-$k-$name.txt" || true
             head -14 "$out/prof-$k-$name.txt"
         done
-        "${lb[@]}" -ctk $t -ctv $t -p 512 -n 64 -r 3 2>&1 | grep -a -E "^\| .*(pp|tg)[0-9]" || true
+        "${lb[@]}" -ctk $t -ctv $t -p 512 -n 64 -d "$depth" -r 3 2>&1 | grep -a -E "^\| .*(pp|tg)[0-9]" || true
     done
     unset GGML_CUDA_TQ_FUSE
     ;;

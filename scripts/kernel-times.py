@@ -40,8 +40,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv")
     ap.add_argument("--last", type=int, default=0, help="also list the last N kernels in order")
+    ap.add_argument("--window", type=int, default=0,
+                    help="count only the last N kernels (decode tokens after a prefill to some depth)")
     a = ap.parse_args()
     rows = read(a.csv)
+    if a.window:
+        rows = rows[-a.window:]
     total: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
     for name, us in rows:

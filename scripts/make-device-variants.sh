@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pack git refs as variants for scripts/device-cuda.sh (TQ_VARIANT=NAME on the GPU machine): each
-# ref's cpp/, patches/ and build scripts as .device/variants/NAME.tar.gz, NAME being the ref with
-# '/' as '-'. Then carry .device, and build several versions of the kernels in one call.
+# ref's cpp/ and patches/ as .device/variants/NAME.tar.gz, NAME being the ref with '/' as '-'
+# (built with this checkout's scripts). Then carry .device, and build several versions of the
+# kernels in one call.
 #
 #   bash scripts/make-device-variants.sh wip/decode-epilogue wip/tokens-trigger-late
 set -euo pipefail
@@ -12,7 +13,7 @@ for ref in "$@"; do
     sha=$(git -C "$root" rev-parse --verify --quiet --short=12 "$ref^{commit}") || { echo "make-device-variants.sh: no commit $ref" >&2; exit 1; }
     name=${ref//\//-}
     tmp=$(mktemp -d)
-    git -C "$root" archive "$ref" cpp patches scripts/build-llama.sh scripts/import-core.sh | tar -C "$tmp" -xf -
+    git -C "$root" archive "$ref" cpp patches | tar -C "$tmp" -xf -
     echo "$ref $sha" > "$tmp/.variant"
     tar -C "$tmp" -czf "$root/.device/variants/$name.tar.gz.part" .
     mv "$root/.device/variants/$name.tar.gz.part" "$root/.device/variants/$name.tar.gz"

@@ -82,7 +82,7 @@ def tools() -> dict[str, Path]:
     return out
 
 
-def loop_mix(sass: str, function: str) -> tuple[int, collections.Counter]:
+def loop_mix(sass: str, function: str) -> tuple[list[str], collections.Counter]:
     """Instructions of `function`'s tile loop (the innermost loop with tensor-core instructions;
     divergent-shuffle fallbacks make larger ones) and their opcodes."""
     start = sass.find(f"Function : {function}")
@@ -104,7 +104,7 @@ def loop_mix(sass: str, function: str) -> tuple[int, collections.Counter]:
     if not loops:
         die(f"no loop with HMMA in {function}")
     body = min(loops, key=len)
-    return len(body), collections.Counter(t.split()[0].split(".")[0] for t in body)
+    return body, collections.Counter(t.split()[0].split(".")[0] for t in body)
 
 
 def main() -> None:
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--v", default="tq2_5", choices=["tq2_5", "tq3_5", "f16", "q8_0"])
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--top", type=int, default=16)
+    ap.add_argument("--sass", metavar="FILE", help="also write the loop's instructions to FILE")
     a = ap.parse_args()
     if a.k in ("f16", "q8_0") and a.v in ("f16", "q8_0"):
         die("one of K and V must be a TQ type")
@@ -137,7 +138,10 @@ def main() -> None:
         ptxas = r.stderr
         sass = run([str(t["cuobjdump"]), "-sass", str(cubin)], env=env)
     fn = f"_Z17k_tq_fattn_decodeILi{a.d}EL9ggml_type{TYPE_IDS[a.k]}ELS0_{TYPE_IDS[a.v]}EEv12tq_fa_params"
-    n, mix = loop_mix(sass, fn)
+    body, mix = loop_mix(sass, fn)
+    n = len(body)
+    if a.sass:
+        Path(a.sass).write_text("\n".join(body) + "\n")
     # ptxas -v: "Compiling entry function 'NAME'", then its spill and register lines
     info = ptxas[ptxas.find(f"'{fn}'"):]
     regs = re.search(r"Used (\d+) registers", info)
