@@ -9,6 +9,7 @@
 #   --src DIR     start from your own checkout of upstream 0c1e570 instead of the sdist (it is copied)
 #   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
 #   --tree-only DIR  write the patched source tree (patches + C core) to DIR/llama.cpp and stop
+#   --targets "T..." build only these of the tools (default: all of them, listed below)
 #   --incremental build in one work folder per option set, kept after the build: a new key syncs
 #                 its patched tree into it by content, so make rebuilds only the files that changed
 #                 (the GPU machine, which has no ccache: several kernel versions in one call)
@@ -18,7 +19,7 @@
 # interrupted build is never taken for a finished one. Prints PREFIX on stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cuda=0 asan=0 src="" prefix="" jobs=$(nproc) tree_only="" incremental=0
+cuda=0 asan=0 src="" prefix="" jobs=$(nproc) tree_only="" incremental=0 targets=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --cuda) cuda=1 ;;
@@ -28,7 +29,8 @@ while [ $# -gt 0 ]; do
         --jobs|-j) jobs=$2; shift ;;
         --tree-only) tree_only=$2; shift ;;
         --incremental) incremental=1 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --targets) targets=$2; shift ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-llama.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -39,7 +41,11 @@ log() { echo "build-llama.sh: $*" >&2; }
 cache=${TQGGUF_CACHE:-$HOME/.cache/tqgguf}
 SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 UPSTREAM=0c1e570
-TARGETS="llama-cli llama-server llama-perplexity llama-bench llama-passkey llama-quantize test-backend-ops test-tq-ops test-save-load-state ggml-rpc-server"
+ALL_TARGETS="llama-cli llama-server llama-perplexity llama-bench llama-passkey llama-quantize test-backend-ops test-tq-ops test-save-load-state ggml-rpc-server"
+TARGETS=${targets:-$ALL_TARGETS}
+for t in $TARGETS; do
+    case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target $t (one of: $ALL_TARGETS)" ;; esac
+done
 
 key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targets=$TARGETS";
          cd "$root"; cat patches/series; for p in $(cat patches/series); do cat "patches/$p"; done;
@@ -49,7 +55,7 @@ prefix=${prefix:-$cache/llama/$key}
 # One call per key at a time (they share the work folder below): a second one waits here, then
 # finds the build cached, or builds it itself if the first failed. An incremental work folder is
 # shared by every key of its option set: one build in it at a time.
-opts_key=$(echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targets=$TARGETS src=${src:+1}" | sha256sum | cut -c1-16)
+opts_key=$(echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} src=${src:+1}" | sha256sum | cut -c1-16)
 [ -n "$tree_only" ] && incremental=0
 lock=$key
 [ "$incremental" = 1 ] && lock=incr-$opts_key

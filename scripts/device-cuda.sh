@@ -59,7 +59,13 @@ if [ ! -d "$src" ]; then # unpacked aside and renamed into place: calls may run 
 fi
 t0=$(date +%s)
 # incremental: a variant built after another rebuilds only the files that differ (~1-2 min, not ~5)
-prefix=$(bash "$root/scripts/build-llama.sh" --cuda --incremental --src "$src" --jobs "$(nproc)")
+# and only the tool the step runs (a step after another links one more)
+case "$step" in
+test|memcheck|perf|ncu) tools=test-backend-ops ;;
+bench|prof) tools=llama-bench ;;
+ppl) tools=llama-perplexity ;;
+esac
+prefix=$(bash "$root/scripts/build-llama.sh" --cuda --incremental --targets "$tools" --src "$src" --jobs "$(nproc)")
 echo "build: $(( $(date +%s) - t0 )) s, $prefix"
 bin=$prefix/bin
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
