@@ -290,6 +290,19 @@ static __device__ __forceinline__ int tq_v_dim(int g2, int i, int h) {
     }
 }
 
+// A warp's partial outputs (Ow): row c of D + 2 words holds column c, dimension d at
+// tq_ow_swap(d). The epilogue stores them in the V phase's order: the 4 lanes t of a group g
+// write columns 2t + e, the 8 groups dimensions tq_v_dim(g, ...), among them d and d + 64. Rows
+// of D words would put the 4 lanes t on one bank (8-way conflicts at D = 128); 2 words of
+// padding per row and the 16-word halves swapped in odd 64-dimension blocks spread them over
+// the banks: at D = 128, 1 pass per store for a TQ2_5 V, 1.25 for TQ3_5, 4 for f16/q8_0, against
+// 8, 8 and 16 (scripts/ow-banks.py, a model of these indices; not measured).
+// A warp's 32 consecutive d of one row stay 32 banks for the merge's reads.
+#define TQ_OW_STRIDE(D) ((D) + 2)
+static __device__ __forceinline__ int tq_ow_swap(int d) {
+    return d ^ (((d >> 6) & 1) << 4);
+}
+
 // Warps work on their own 32-key tiles with their own online softmax (no block-wide barrier
 // in the loop, so one warp's loads overlap another's arithmetic); the block merges its four
 // warps at the end.
@@ -308,7 +321,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     __shared__ tq_tables<TK, D> tab_k; // pair tables (tq_pair_tables)
     __shared__ tq_tables<TV, D> tab_v;
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
-    __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][D]; // also stages the fused path's raw Q
+    // each warp's partial outputs, row c at tq_ow_index; also stages the fused path's raw Q
+    __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][TQ_OW_STRIDE(D)];
 
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int g = lane / 4, t = lane % 4;
@@ -535,12 +549,15 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
             Lp[e] += __shfl_xor_sync(0xffffffff, Lp[e], o);
         }
     }
-    // O[m]: rows tq_v_dim(g, m, 0) (elements 0, 1) and tq_v_dim(g, m, 1) (2, 3), columns 2t, 2t + 1
+    // O[m]: rows tq_v_dim(g, m, 0) (elements 0, 1) and tq_v_dim(g, m, 1) (2, 3), columns 2t, 2t + 1,
+    // at tq_ow_swap: bit 6 of every dimension group g holds is bit 2 of g (tq_v_dim), so the
+    // swap is one constant of the lane
+    const int swap = D >= 128 ? ((g >> 2) & 1) << 4 : 0;
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-            Ow[warp][2 * t + r % 2][tq_v_dim<D, TV>(g, m, r / 2)] = O[m][r];
+            Ow[warp][2 * t + r % 2][tq_v_dim<D, TV>(g, m, r / 2) ^ swap] = O[m][r];
         }
     }
     if (g == 0) {
@@ -567,7 +584,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 #pragma unroll
         for (int w = 0; w < TQ_FA_WARPS; ++w) {
             const float f = Mw[w][c] == -INFINITY ? 0.0f : __expf(Mw[w][c] - m);
-            o += f * Ow[w][c][d];
+            o += f * Ow[w][c][tq_ow_swap(d)];
             l += f * Lw[w][c];
         }
         const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
