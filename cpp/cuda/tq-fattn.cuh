@@ -76,14 +76,55 @@ static __device__ __forceinline__ uint32_t tq_movmatrix_trans(uint32_t x) {
     return r;
 }
 
+// e^x as a multiply and the SFU's 2^x with results below 2^-126 flushed to 0 (such weights
+// change no sum here): __expf without -ftz adds a range fix-up of 5 instructions to each call
+static __device__ __forceinline__ float tq_exp(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
+    return r;
+}
+
 static __device__ __forceinline__ uint32_t tq_h2(float lo, float hi) {
     const half2 h = __floats2half2_rn(lo, hi);
     return *(const uint32_t *) &h;
 }
 
+// A 32-bit word at a shared-memory address (__cvta_generic_to_shared). The table lookups use
+// these: an entry's address is then one multiply-add on the lane's base, where a generic pointer
+// costs three instructions (the shared window's base, recomputed under register pressure)
+static __device__ __forceinline__ uint32_t tq_lds(uint32_t addr) {
+    uint32_t v;
+    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(addr));
+    return v;
+}
+
+// x & m where the compiler cannot see it: otherwise it turns (x & m) * k + base into a shift, a
+// mask and an add, one instruction more than the mask and a multiply-add
+template <uint32_t M>
+static __device__ __forceinline__ uint32_t tq_and(uint32_t x) {
+    uint32_t r;
+    asm("and.b32 %0, %1, %2;" : "=r"(r) : "r"(x), "n"(M));
+    return r;
+}
+
 static __device__ __forceinline__ uint32_t tq_h2_mul(uint32_t x, uint32_t s) {
     const half2 r = __hmul2(*(const half2 *) &x, *(const half2 *) &s);
     return *(const uint32_t *) &r;
+}
+
+// A TQ block's two group scales, r.d = outlier scale (bits 0-15) | rest scale (16-31), both f16:
+// pairs 0, 1 of a quarter are outliers, 2..7 the rest
+static __device__ __forceinline__ void tq_scale_pairs(uint32_t d, uint32_t (&x)[8]) {
+    const uint32_t dh = __byte_perm(d, 0, 0x1010), dl = __byte_perm(d, 0, 0x3232);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        x[i] = tq_h2_mul(x[i], i < 2 ? dh : dl);
+    }
+}
+
+static __device__ __forceinline__ float2 tq_scales(uint32_t d) {
+    const half2 h = *(const half2 *) &d;
+    return __half22float2(h);
 }
 
 // ---- pair tables --------------------------------------------------------------------------
@@ -148,19 +189,25 @@ template <> struct tq_quarter<GGML_TYPE_TQ2_5> {
         }
         return r;
     }
-    template <int D>
+    template <int D, bool SCALED = true>
     static __device__ __forceinline__ void decode(const raw & r, const tq_tables<GGML_TYPE_TQ2_5, D> & tb, uint32_t (&x)[8]) {
         using TB = tq_tables<GGML_TYPE_TQ2_5, D>;
         const int lane = threadIdx.x % 32;
-        const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
-        x[0] = tq_h2_mul(tb.hi[tq_pair3_index(r.a, r.b, 0)][lane % TB::HI], dh);
-        x[1] = tq_h2_mul(tb.hi[tq_pair3_index(r.a, r.b, 1)][lane % TB::HI], dh);
+        const uint32_t hi = __cvta_generic_to_shared(&tb.hi[0][lane % TB::HI]);
+        const uint32_t lo = __cvta_generic_to_shared(&tb.lo[0][lane % TB::LO]);
+        x[0] = tq_lds(hi + tq_pair3_index(r.a, r.b, 0) * (4 * TB::HI));
+        x[1] = tq_lds(hi + tq_pair3_index(r.a, r.b, 1) * (4 * TB::HI));
 #pragma unroll
         for (int m = 0; m < 3; ++m) { // a plane byte's two nibbles are two pairs
-            x[2 + 2 * m] = tq_h2_mul(tb.lo[r.l[m] & 0xF][lane % TB::LO], dl);
-            x[3 + 2 * m] = tq_h2_mul(tb.lo[r.l[m] >> 4][lane % TB::LO], dl);
+            x[2 + 2 * m] = tq_lds(lo + tq_and<0xF>(r.l[m]) * (4 * TB::LO));
+            x[3 + 2 * m] = tq_lds(lo + tq_and<0xF0>(r.l[m]) * (4 * TB::LO / 16));
+        }
+        if constexpr (SCALED) {
+            tq_scale_pairs(r.d, x);
         }
     }
+    static constexpr bool two_scales = true;
+    static __device__ __forceinline__ float2 scales(const raw & r) { return tq_scales(r.d); }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
         return p < 2 ? q + 4 * (2 * p + e) : tq_lo_pair_slot(q, p, e);
     }
@@ -182,17 +229,22 @@ template <> struct tq_quarter<GGML_TYPE_TQ3_5> {
         }
         return r;
     }
-    template <int D>
+    template <int D, bool SCALED = true>
     static __device__ __forceinline__ void decode(const raw & r, const tq_tables<GGML_TYPE_TQ3_5, D> & tb, uint32_t (&x)[8]) {
-        const uint32_t dh = __byte_perm(r.d, 0, 0x1010), dl = __byte_perm(r.d, 0, 0x3232);
-        x[0] = tq_h2_mul(tb.hi[r.h & 0xFF], dh);
-        x[1] = tq_h2_mul(tb.hi[r.h >> 8], dh);
+        const uint32_t hi = __cvta_generic_to_shared(&tb.hi[0]), lo = __cvta_generic_to_shared(&tb.lo[0]);
+        x[0] = tq_lds(hi + tq_and<0xFF>(r.h) * 4);
+        x[1] = tq_lds(hi + (r.h >> 8) * 4);
 #pragma unroll
         for (int m = 0; m < 3; ++m) {
-            x[2 + 2 * m] = tq_h2_mul(tb.lo[tq_pair3_index(r.a[m], r.b[m], 0)], dl);
-            x[3 + 2 * m] = tq_h2_mul(tb.lo[tq_pair3_index(r.a[m], r.b[m], 1)], dl);
+            x[2 + 2 * m] = tq_lds(lo + tq_pair3_index(r.a[m], r.b[m], 0) * 4);
+            x[3 + 2 * m] = tq_lds(lo + tq_pair3_index(r.a[m], r.b[m], 1) * 4);
+        }
+        if constexpr (SCALED) {
+            tq_scale_pairs(r.d, x);
         }
     }
+    static constexpr bool two_scales = true;
+    static __device__ __forceinline__ float2 scales(const raw & r) { return tq_scales(r.d); }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) {
         return p < 2 ? 2 * q + p + 8 * e : tq_lo_pair_slot(q, p, e);
     }
@@ -211,6 +263,7 @@ template <> struct tq_quarter<GGML_TYPE_F16> {
         x[4] = r.b.x; x[5] = r.b.y; x[6] = r.b.z; x[7] = r.b.w;
     }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) { return 16 * q + 2 * p + e; }
+    static constexpr bool two_scales = false;
 };
 
 template <> struct tq_quarter<GGML_TYPE_Q8_0> {
@@ -236,6 +289,7 @@ template <> struct tq_quarter<GGML_TYPE_Q8_0> {
         }
     }
     static __host__ __device__ __forceinline__ int slot(int q, int p, int e) { return 16 * q + 2 * p + e; }
+    static constexpr bool two_scales = false;
 };
 
 // Fills a type's pair tables (tq_tables) from its codebooks. Consecutive threads write the
@@ -317,12 +371,19 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     constexpr int VP = D >= 128 ? 8 : 4;      // pairs it uses of each
     using QK = tq_quarter<TK>;
     using QV = tq_quarter<TV>;
-    __shared__ __align__(16) float Qt[D * NC]; // Q transposed, then (Qf) its B fragments
+    // Q as the K phase's B fragments, scaled: slice s (16 dims) of block s / 4 holds quarter t's
+    // pairs 2(s % 4) and 2(s % 4) + 1 for column g, as lane (g, t) reads them (in shared memory:
+    // registers are what limits the blocks per SM)
+    __shared__ uint2 Qf[D / 16][32];
     __shared__ tq_tables<TK, D> tab_k; // pair tables (tq_pair_tables)
     __shared__ tq_tables<TV, D> tab_v;
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
-    // each warp's partial outputs, row c at tq_ow_index; also stages the fused path's raw Q
+    // each warp's partial outputs, row c at tq_ow_index. Free until the end, so it first stages
+    // Q: the fused path's raw q (Qr), then Q transposed (Qt), from which the fragments are made
     __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][TQ_OW_STRIDE(D)];
+    static_assert(TQ_FA_WARPS * TQ_OW_STRIDE(D) >= 2 * D, "Ow stages Qr and Qt");
+    float * Qr = &Ow[0][0][0];
+    float * Qt = Qr + NC * D;
 
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int g = lane / 4, t = lane % 4;
@@ -347,9 +408,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
     // column c = (query token j, head hkv*gqa + g) with j = c / gqa, g = c % gqa
     if (p.Tq) {
-        // fused: Q = T_k q (one token), the raw q staged in Ow, which is free until the end;
-        // warp products (tq_warp_rows_dot), a warp per 32 dimensions and column
-        float * Qr = &Ow[0][0][0];
+        // fused: Q = T_k q (one token) from the raw q in Qr; warp products (tq_warp_rows_dot),
+        // a warp per 32 dimensions and column
         for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
             const int c = i / D, d = i % D;
             Qr[i] = c < p.ncols ? p.qraw[(int64_t) (hkv * p.gqa + c) * D + d] : 0.0f;
@@ -377,26 +437,15 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     }
     __syncthreads();
 
-    // Q as the K phase's B fragments, scaled, kept in shared memory over Qt (registers are what
-    // limits the blocks per SM): slice s (16 dims) of block s / 4 holds quarter t's pairs 2(s % 4)
-    // and 2(s % 4) + 1 for column g, as lane (g, t) reads them
-    uint2 (*Qf)[32] = (uint2 (*)[32]) Qt; // D / 16 x 32 fragments: half of Qt
-    if (warp == 0) {
-        uint2 f[D / 16];
+    // Q's fragments (Qf), the slices shared among the warps
 #pragma unroll
-        for (int s = 0; s < D / 16; ++s) {
-            const int base = (s / 4) * TQ_BLOCK;
-            const int p0 = 2 * (s % 4), p1 = p0 + 1;
-            f[s] = make_uint2(tq_h2(Qt[(base + QK::slot(t, p0, 0)) * NC + g] * p.scale,
-                                    Qt[(base + QK::slot(t, p0, 1)) * NC + g] * p.scale),
-                              tq_h2(Qt[(base + QK::slot(t, p1, 0)) * NC + g] * p.scale,
-                                    Qt[(base + QK::slot(t, p1, 1)) * NC + g] * p.scale));
-        }
-        __syncwarp();
-#pragma unroll
-        for (int s = 0; s < D / 16; ++s) {
-            Qf[s][lane] = f[s];
-        }
+    for (int s = warp; s < D / 16; s += TQ_FA_WARPS) {
+        const int base = (s / 4) * TQ_BLOCK;
+        const int p0 = 2 * (s % 4), p1 = p0 + 1;
+        Qf[s][lane] = make_uint2(tq_h2(Qt[(base + QK::slot(t, p0, 0)) * NC + g] * p.scale,
+                                       Qt[(base + QK::slot(t, p0, 1)) * NC + g] * p.scale),
+                                 tq_h2(Qt[(base + QK::slot(t, p1, 0)) * NC + g] * p.scale,
+                                       Qt[(base + QK::slot(t, p1, 1)) * NC + g] * p.scale));
     }
     __syncthreads();
 
@@ -434,12 +483,32 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t x0[8], x1[8];
-                QK::decode(QK::load(row0, b, t), tab_k, x0);
-                QK::decode(QK::load(row1, b, t), tab_k, x1);
+                const typename QK::raw r0 = QK::load(row0, b, t), r1 = QK::load(row1, b, t);
+                if constexpr (QK::two_scales) {
+                    // the centroids as they are, the outlier slice (s = 0) and the rest (1..3)
+                    // into accumulators of their own, scaled once per key in f32: 16 products
+                    // instead of 64 pair multiplies per lane and tile
+                    QK::template decode<D, false>(r0, tab_k, x0);
+                    QK::template decode<D, false>(r1, tab_k, x1);
+                    float Sh[4] = { 0.0f, 0.0f, 0.0f, 0.0f }, Sl[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma unroll
-                for (int s = 0; s < 4; ++s) {
-                    const uint2 q = Qf[4 * b + s][lane];
-                    tq_mma_full(S[h], x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1], q.x, q.y);
+                    for (int s = 0; s < 4; ++s) {
+                        const uint2 q = Qf[4 * b + s][lane];
+                        tq_mma_full(s == 0 ? Sh : Sl, x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1], q.x, q.y);
+                    }
+                    const float2 d0 = QK::scales(r0), d1 = QK::scales(r1); // keys g and g + 8
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) {
+                        S[h][r] = fmaf(Sl[r], r < 2 ? d0.y : d1.y, fmaf(Sh[r], r < 2 ? d0.x : d1.x, S[h][r]));
+                    }
+                } else {
+                    QK::decode(r0, tab_k, x0);
+                    QK::decode(r1, tab_k, x1);
+#pragma unroll
+                    for (int s = 0; s < 4; ++s) {
+                        const uint2 q = Qf[4 * b + s][lane];
+                        tq_mma_full(S[h], x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1], q.x, q.y);
+                    }
                 }
             }
         }
@@ -473,7 +542,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                 mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffff, mx[e], o));
             }
             m_new[e] = fmaxf(M[e], mx[e]);
-            alpha[e] = m_new[e] == -INFINITY ? 1.0f : __expf(M[e] - m_new[e]);
+            alpha[e] = m_new[e] == -INFINITY ? 1.0f : tq_exp(M[e] - m_new[e]);
             M[e] = m_new[e];
         }
         // P^T as B fragments of the V phase: P's rows (keys g, g + 8 of a 16-key slice) are what
@@ -487,7 +556,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
                 const int e = r % 2;
-                e4[r] = m_new[e] == -INFINITY ? 0.0f : __expf(S[h][r] - m_new[e]);
+                e4[r] = m_new[e] == -INFINITY ? 0.0f : tq_exp(S[h][r] - m_new[e]);
                 ps[e] += e4[r];
             }
             pb[h][0] = tq_movmatrix_trans(tq_h2(e4[0], e4[1]));
@@ -497,12 +566,16 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         for (int e = 0; e < 2; ++e) {
             Lp[e] = Lp[e] * alpha[e] + ps[e];
         }
+        // past the first tiles the running max seldom moves: skip the rescale (32 multiplies at
+        // D = 128) when no lane's does
+        if (__any_sync(0xffffffff, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-            O[m][0] *= alpha[0];
-            O[m][1] *= alpha[1];
-            O[m][2] *= alpha[0];
-            O[m][3] *= alpha[1];
+            for (int m = 0; m < MT; ++m) {
+                O[m][0] *= alpha[0];
+                O[m][1] *= alpha[1];
+                O[m][2] *= alpha[0];
+                O[m][3] *= alpha[1];
+            }
         }
 
         // V phase, dimensions as mma's M rows: O^T += V^T P^T over two 16-key slices. Lane (g, t)
