@@ -456,8 +456,10 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
         col_ok[e] = 2 * t + e < p.ncols;
-        mrow[e] = mask ? mask + (int64_t) ((2 * t + e) / p.gqa) * p.nbm1 / 2 : nullptr;
+        // (a column past ncols reads row 0's mask: its scores are dropped anyway)
+        mrow[e] = mask ? mask + (int64_t) (col_ok[e] ? (2 * t + e) / p.gqa : 0) * p.nbm1 / 2 : nullptr;
     }
+    const bool mask_shared = mrow[0] == mrow[1]; // both columns of one query token: one load
 
     float M[2] = { -INFINITY, -INFINITY }, Lp[2] = { 0.0f, 0.0f }; // running max; this lane's share of the sum
     constexpr int MT = VQ * VP; // 16-dimension m-tiles of the V phase
@@ -514,24 +516,37 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         }
 
         // online softmax of columns 2t, 2t + 1 over the tile: the 8 lanes g of each t hold its 32 keys
+        // (the softcap and the mask under branches taken by the whole block, the bounds as
+        // selects: no branch per score)
+        if (p.softcap != 0.0f) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) {
+                    S[h][r] = p.softcap * tanhf(S[h][r]);
+                }
+            }
+        }
+        if (mask) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                for (int kr = 0; kr < 2; ++kr) {
+                    const int k = min(t0 + 16 * h + g + 8 * kr, kv1 - 1);
+                    const float m0 = __half2float(mrow[0][k]);
+                    S[h][2 * kr]     += m0;
+                    S[h][2 * kr + 1] += mask_shared ? m0 : __half2float(mrow[1][k]);
+                }
+            }
+        }
         float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
                 const int k = t0 + 16 * h + g + 8 * (r / 2), e = r % 2;
-                float v = -INFINITY;
-                if (k < kv1 && col_ok[e]) {
-                    v = S[h][r];
-                    if (p.softcap != 0.0f) {
-                        v = p.softcap * tanhf(v);
-                    }
-                    if (mrow[e]) {
-                        v += __half2float(mrow[e][k]);
-                    }
-                }
-                S[h][r] = v;
-                mx[e] = fmaxf(mx[e], v);
+                S[h][r] = k < kv1 && col_ok[e] ? S[h][r] : -INFINITY;
+                mx[e] = fmaxf(mx[e], S[h][r]);
             }
         }
         float alpha[2], m_new[2];
