@@ -33,44 +33,80 @@ bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst) {
     return Q->ne[1] * (Q->ne[2] / K->ne[2]) <= TQ_FA_MAX_COLS;
 }
 
-// One block per output row (query token, head), a thread per dimension: the splits' weighted
-// sum; with To (fused), then the row times the head's output transform, To[h / gqa] o, as
-// warp products (tq_warp_rows_dot: warp w makes dimensions 32w .. 32w + 31).
+// One block per output row (query token, head). Warp 0 weighs the splits (w_s = e^(max_s -
+// max) and their sum den); then TQ_MERGE_GROUPS groups of D threads, a thread per dimension,
+// each sum every TQ_MERGE_GROUPS-th split: a thread's chain of loads is n_splits / 4 long
+// (/ 2 at D = 256), not n_splits (64 at 16K on an H200). Group 0 adds the groups' sums. With
+// To (fused), the row times the head's output transform, To[h / gqa] o, as warp products
+// (tq_warp_rows_dot: warp w of group 0 makes dimensions 32w .. 32w + 31).
+template <int D> static constexpr int TQ_MERGE_GROUPS = D >= 256 ? 2 : 4; // <= 512 threads
+static constexpr int TQ_MERGE_MAX_SPLITS = 1024; // splits <= 4 blocks per SM x SMs (tq_fa_run checks)
+
 template <int D>
-static __global__ void k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits,
-                                        const float * To, const int n_head, const int gqa) {
-    __shared__ __align__(16) float o[D];
+static __global__ void __launch_bounds__(D * TQ_MERGE_GROUPS<D>)
+k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits,
+                 const float * To, const int n_head, const int gqa) {
+    __shared__ float w[TQ_MERGE_MAX_SPLITS];
+    __shared__ float den_s;
+    __shared__ __align__(16) float sum[TQ_MERGE_GROUPS<D>][D];
     const int64_t r = (int64_t) blockIdx.x;
+    const int d = threadIdx.x % D, grp = threadIdx.x / D;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     ggml_cuda_pdl_lc();
-    if (To) { // the rows of the output transform this warp will read, while the attention finishes
+    if (To && grp == 0) { // the rows of the output transform this warp will read, while the attention finishes
         tq_prefetch_rows_l2<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, lane);
     }
     ggml_cuda_pdl_sync();
     const float2 * m = meta + r * n_splits;
-    float mx = -INFINITY;
-    for (int s = 0; s < n_splits; ++s) {
-        mx = fmaxf(mx, m[s].x);
-    }
-    float num = 0.0f, den = 0.0f;
-    for (int s = 0; s < n_splits; ++s) {
-        if (m[s].x == -INFINITY) {
-            continue;
+    if (warp == 0) {
+        float mx = -INFINITY;
+        for (int s = lane; s < n_splits; s += 32) {
+            mx = fmaxf(mx, m[s].x);
         }
-        const float w = __expf(m[s].x - mx);
-        den += w * m[s].y;
-        num += w * part[(r * n_splits + s) * D + threadIdx.x];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, o));
+        }
+        float den = 0.0f;
+        for (int s = lane; s < n_splits; s += 32) {
+            const float ws = m[s].x == -INFINITY ? 0.0f : __expf(m[s].x - mx);
+            w[s] = ws;
+            den += ws * m[s].y;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            den += __shfl_xor_sync(0xffffffff, den, o);
+        }
+        if (lane == 0) {
+            den_s = den;
+        }
     }
-    const float val = den > 0.0f ? num / den : 0.0f;
-    if (To == nullptr) {
-        dst[r * D + threadIdx.x] = val;
+    __syncthreads();
+    float num = 0.0f;
+    for (int s = grp; s < n_splits; s += TQ_MERGE_GROUPS<D>) {
+        if (w[s] != 0.0f) {
+            num += w[s] * part[(r * n_splits + s) * D + d];
+        }
+    }
+    sum[grp][d] = num;
+    __syncthreads();
+    if (grp != 0) {
         return;
     }
-    o[threadIdx.x] = val;
-    __syncthreads();
+#pragma unroll
+    for (int i = 1; i < TQ_MERGE_GROUPS<D>; ++i) {
+        num += sum[i][d];
+    }
+    const float val = den_s > 0.0f ? num / den_s : 0.0f;
+    if (To == nullptr) {
+        dst[r * D + d] = val;
+        return;
+    }
+    sum[0][d] = val; // group 0 alone from here: its 4 warps (D = 128) sync among themselves
+    asm volatile("bar.sync 1, %0;" :: "n"(D));
     float xl[D / 32];
-    tq_load_lane<D / 32>(o + lane * (D / 32), xl);
-    dst[r * D + threadIdx.x] = tq_warp_rows_dot<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, xl, lane);
+    tq_load_lane<D / 32>(&sum[0][0] + lane * (D / 32), xl);
+    dst[r * D + d] = tq_warp_rows_dot<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, xl, lane);
 }
 
 template <int D, ggml_type TK>
@@ -110,8 +146,8 @@ static int tq_fa_launch(ggml_type tk, ggml_type tv, const tq_fa_params & p, int 
 template <int D>
 static void tq_fa_run(ggml_type tk, ggml_type tv, const tq_fa_params & p, int n_seq, int nsm, int max_splits, int64_t rows,
                       float * out, const float * To, cudaStream_t stream) {
-    const int splits = tq_fa_launch<D>(tk, tv, p, n_seq, nsm, max_splits, stream);
-    ggml_cuda_kernel_launch(k_tq_fattn_merge<D>, ggml_cuda_kernel_launch_params(rows, D, 0, stream),
+    const int splits = tq_fa_launch<D>(tk, tv, p, n_seq, nsm, std::min(max_splits, TQ_MERGE_MAX_SPLITS), stream);
+    ggml_cuda_kernel_launch(k_tq_fattn_merge<D>, ggml_cuda_kernel_launch_params(rows, D * TQ_MERGE_GROUPS<D>, 0, stream),
                             p.part, p.meta, out, splits, To, p.n_head, p.gqa);
 }
 
