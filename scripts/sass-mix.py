@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Instruction mix of the TQ decode attention's main loop, from its SASS (no GPU needed).
 
-    python3 scripts/sass-mix.py [--d 128] [--k tq2_5] [--v tq2_5] [--arch sm_90]
+    python3 scripts/sass-mix.py [--d 128] [--k tq2_5] [--v tq2_5] [--arch sm_90] [--sass FILE]
 
 Compiles the decode kernel's instance file (cpp/cuda/tq-fattn-k-<K>.cu) inside a patched
 llama.cpp tree (scripts/build-llama.sh --tree-only), disassembles it with cuobjdump/nvdisasm
 (members of NVIDIA's PyPI wheels, pinned by sha256 and cached by tqgguf.assets), and counts the
-instructions of the kernel's tile loop: one iteration is one warp's 32-key tile. The kernel
-is latency-bound at 3 blocks per SM (docs/results/cuda-h200.md), so instructions per tile is
-the figure a change to the decode loop should move.
+instructions of the kernel's tile loop: one iteration is one warp's 32-key tile. The loop is
+most of a decode block's time even at 16K (the phase clocks in docs/results/cuda-h200.md), so
+instructions per tile is the figure a change to it should move. The count is static: code under
+a branch not taken (the softcap's tanh) counts too. --sass FILE writes the loop's instructions.
 """
 
 from __future__ import annotations

@@ -362,7 +362,7 @@ static __device__ __forceinline__ int tq_ow_swap(int d) {
 // warps at the end.
 template <int D, ggml_type TK, ggml_type TV>
 // 4 blocks per SM for D <= 128 (128 registers): at 3 (162 registers) ncu found 3 warps per
-// scheduler, neither issue- nor memory-bound; 128 registers spill 8 loads and stores per tile
+// scheduler, neither issue- nor memory-bound; at 128 the loop spills 6 loads and stores per tile
 __launch_bounds__(TQ_FA_THREADS, D >= 256 ? 2 : 4)
 static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     constexpr int NC = TQ_FA_MAX_COLS;
