@@ -11,6 +11,11 @@
 #   scripts/device-cuda.sh ncu      Nsight Compute on the tq2_5 decode kernel at 64K (speed of light, occupancy, stalls)
 #   scripts/device-cuda.sh prof     every kernel's own time in a decode token and a 512-token ubatch, f16 vs TQ
 #
+# Settings: TQ_PERF_QUICK=1 (perf: head 128 at decode only), TQ_PROF_DEPTH=N and
+# TQ_PROF_CONFIGS="f16:0 tq2_5:1" (prof: decode at depth N; cache:fusion pairs),
+# TQ_NCU_KV=N (ncu's KV length), TQ_BUILD_TARGETS="test-backend-ops llama-bench" (build the
+# tools of several steps at once; by default a step builds the one it runs).
+#
 # From this machine (the `device` tool): first `bash scripts/make-device-src.sh`, then run this
 # script with carry [".device"]. The build is cached under ~/.cache/tqgguf like any other, so a
 # second call on a still-warm machine skips it. Results land in $OUT (or out/device).
