@@ -128,28 +128,8 @@ if [ -n "$tree_only" ]; then
 fi
 
 if [ "$incremental" = 1 ]; then
-    # files whose content changed get a new mtime (so make rebuilds what depends on them), files
-    # gone are removed; equal files keep theirs. A failed build leaves nothing a later sync trusts:
-    # the sync compares contents, not marks
-    python3 - "$tree" "$work/llama.cpp" <<'PY'
-import filecmp, os, shutil, sys
-new, old = sys.argv[1:]
-keep = set()
-for d, _, files in os.walk(new):
-    for f in files:
-        rel = os.path.relpath(os.path.join(d, f), new)
-        keep.add(rel)
-        dst = os.path.join(old, rel)
-        if not (os.path.isfile(dst) and filecmp.cmp(os.path.join(new, rel), dst, shallow=False)):
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copyfile(os.path.join(new, rel), dst)
-            shutil.copymode(os.path.join(new, rel), dst)
-for d, _, files in os.walk(old):
-    for f in files:
-        rel = os.path.relpath(os.path.join(d, f), old)
-        if rel not in keep:
-            os.remove(os.path.join(d, f))
-PY
+    # changed files get a new mtime (make rebuilds what depends on them), equal ones keep theirs
+    python3 "$root/scripts/sync-tree.py" "$tree" "$work/llama.cpp"
     rm -rf "$stage"
     tree=$work/llama.cpp
 fi
