@@ -40,7 +40,7 @@ bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst) {
 // To (fused), the row times the head's output transform, To[h / gqa] o, as warp products
 // (tq_warp_rows_dot: warp w of group 0 makes dimensions 32w .. 32w + 31).
 template <int D> static constexpr int TQ_MERGE_GROUPS = D >= 256 ? 2 : 4; // <= 512 threads
-static constexpr int TQ_MERGE_MAX_SPLITS = 1024; // splits <= 4 blocks per SM x SMs (tq_fa_run checks)
+static constexpr int TQ_MERGE_MAX_SPLITS = 1024; // tq_fa_run caps the splits at it (4 blocks per SM x SMs is less)
 
 template <int D>
 static __global__ void __launch_bounds__(D * TQ_MERGE_GROUPS<D>)
@@ -63,20 +63,14 @@ k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int
         for (int s = lane; s < n_splits; s += 32) {
             mx = fmaxf(mx, m[s].x);
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, o));
-        }
+        mx = warp_reduce_max(mx);
         float den = 0.0f;
         for (int s = lane; s < n_splits; s += 32) {
             const float ws = m[s].x == -INFINITY ? 0.0f : __expf(m[s].x - mx);
             w[s] = ws;
             den += ws * m[s].y;
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            den += __shfl_xor_sync(0xffffffff, den, o);
-        }
+        den = warp_reduce_sum(den);
         if (lane == 0) {
             den_s = den;
         }

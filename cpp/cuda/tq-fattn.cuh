@@ -381,8 +381,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     __shared__ tq_tables<TK, D> tab_k; // pair tables (tq_pair_tables)
     __shared__ tq_tables<TV, D> tab_v;
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
-    // each warp's partial outputs, row c at tq_ow_index. Free until the end, so it first stages
-    // Q: the fused path's raw q (Qr), then Q transposed (Qt), from which the fragments are made
+    // each warp's partial outputs, dimension d of row c at tq_ow_swap(d). Free until the end, so
+    // it first stages Q: the fused path's raw q (Qr), then Q transposed (Qt), for the fragments
     __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][TQ_OW_STRIDE(D)];
     static_assert(TQ_FA_WARPS * TQ_OW_STRIDE(D) >= 2 * D, "Ow stages Qr and Qt");
     float * Qr = &Ow[0][0][0];
