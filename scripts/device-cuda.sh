@@ -135,9 +135,10 @@ perf)
     # the decode attention op alone (Llama-3-8B's shape), every cache type in one run; the TQ
     # transform of one token (hinted, and the same product unhinted) and of a 512-token ubatch;
     # a cache's conversion to f16
-    # (TQ_PERF_QUICK=1: head 128 at decode only, not every head size and the prefill cases)
+    # (TQ_PERF_QUICK=1: head 128 at decode, 16K and 64K only, not every head size, 256K and the
+    # prefill cases)
     fa='nh=8,nr23=\[4,1\],kv=(16384|65536|262144)'
-    [ "${TQ_PERF_QUICK:-0}" = 1 ] && fa='hsk=128,hsv=128,nh=8,nr23=\[4,1\],kv=(16384|65536|262144),nb=1,'
+    [ "${TQ_PERF_QUICK:-0}" = 1 ] && fa='hsk=128,hsv=128,nh=8,nr23=\[4,1\],kv=(16384|65536),nb=1,'
     "$bin/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT,MUL_MAT,CPY,TQ_TRANSFORM_TOKENS \
         -p "$fa"'|m=128,n=1,k=128,bs=\[8,1\],nr=\[4,1\]|d=128,n_kv_head=8|ne_src=\[1024,16384' \
         > "$out/perf.log" 2>&1 || true
