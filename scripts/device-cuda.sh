@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # On the GPU machine: build the patched llama.cpp with CUDA, then test it and/or time it.
 #
-#   scripts/device-cuda.sh test     test-backend-ops (TQ ops and every FA case, CUDA vs CPU), then memcheck
-#                                   (TQ_MEMCHECK=0: not)
+#   scripts/device-cuda.sh test     test-backend-ops (the TQ ops, TQ FA cases and transform chains, CUDA vs CPU;
+#                                   TQ_ALL_FA=1: every FA case too), then memcheck (TQ_MEMCHECK=0: not)
 #   scripts/device-cuda.sh memcheck compute-sanitizer over the TQ kernels and the transform chains
-#   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K per cache type
+#   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K/256K per cache type,
+#                                   and f16/tq2_5/tq3_5 in a KV cache's layout at 16K/64K
 #   scripts/device-cuda.sh ppl      perplexity/KLD of a real small model: CPU vs one GPU vs -sm layer on all GPUs,
 #                                   through prefill (512-token ubatches) and decode (one token at a time)
 #   scripts/device-cuda.sh bench    tqgguf bench on a random-weight Llama-3-8B-shaped model (made there)
 #   scripts/device-cuda.sh ncu      Nsight Compute on the tq2_5 decode kernel at 64K (speed of light, occupancy, stalls)
 #   scripts/device-cuda.sh prof     every kernel's own time in a decode token and a 512-token ubatch, f16 vs TQ
 #
-# Settings: TQ_PERF_QUICK=1 (perf: head 128 at decode only), TQ_PROF_DEPTH=N and
+# Settings: TQ_PERF_QUICK=1 (perf: head 128 at decode, 16K and 64K only), TQ_PROF_DEPTH=N and
 # TQ_PROF_CONFIGS="f16:0 tq2_5:1" (prof: decode at depth N; cache:fusion pairs),
 # TQ_NCU_KV=N (ncu's KV length), TQ_BUILD_TARGETS="test-backend-ops llama-bench" (build the
 # tools of several steps at once; by default a step builds the one it runs).
