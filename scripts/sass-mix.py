@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instruction mix of the TQ decode attention's main loop, from its SASS (no GPU needed).
 
-    python3 scripts/sass-mix.py [--d 128] [--k tq2_5] [--v tq2_5] [--arch sm_90] [--sass FILE]
+    python3 scripts/sass-mix.py [--d 128] [--k tq2_5] [--v tq2_5] [--arch sm_90] [--sass FILE] [--unstaged]
 
 Compiles the decode kernel's instance file (cpp/cuda/tq-fattn-k-<K>.cu) inside a patched
 llama.cpp tree (scripts/build-llama.sh --tree-only), disassembles it with cuobjdump/nvdisasm
@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--top", type=int, default=16)
     ap.add_argument("--sass", metavar="FILE", help="also write the loop's instructions to FILE")
+    ap.add_argument("--unstaged", action="store_true", help="the instance without staged tiles (GGML_CUDA_TQ_STAGE=0)")
     a = ap.parse_args()
     if a.k in ("f16", "q8_0") and a.v in ("f16", "q8_0"):
         die("one of K and V must be a TQ type")
@@ -138,7 +139,10 @@ def main() -> None:
             die(f"nvcc failed: {next((ln for ln in r.stderr.splitlines() if 'error' in ln), r.stderr[-300:]).strip()}")
         ptxas = r.stderr
         sass = run([str(t["cuobjdump"]), "-sass", str(cubin)], env=env)
-    fn = f"_Z17k_tq_fattn_decodeILi{a.d}EL9ggml_type{TYPE_IDS[a.k]}ELS0_{TYPE_IDS[a.v]}EEv12tq_fa_params"
+    # the instance that runs: with staged tiles where the kernel has them (unless --unstaged)
+    stem = f"_Z17k_tq_fattn_decodeILi{a.d}EL9ggml_type{TYPE_IDS[a.k]}ELS0_{TYPE_IDS[a.v]}E"
+    names = ([] if a.unstaged else [f"{stem}Lb1EEv12tq_fa_params"]) + [f"{stem}Lb0EEv12tq_fa_params", f"{stem}Ev12tq_fa_params"]
+    fn = next((f for f in names if f in sass), names[-1])
     body, mix = loop_mix(sass, fn)
     n = len(body)
     if a.sass:

@@ -176,6 +176,11 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     p.nbm1 = mask ? mask->nb[1] : 0; p.nbm3 = mask ? mask->nb[3] : 0;
     p.k_ne3 = K->ne[3]; p.v_ne3 = V->ne[3]; p.mask_ne3 = mask ? mask->ne[3] : 1;
     p.k_row_bytes = (int) ggml_row_size(K->type, K->ne[0]); p.v_row_bytes = (int) ggml_row_size(V->type, V->ne[0]);
+    // staged tiles (tq_fa_stages) take 4-byte copies; GGML_CUDA_TQ_STAGE=0 turns them off (for comparison)
+    static const bool stage_on = getenv("GGML_CUDA_TQ_STAGE") == nullptr || atoi(getenv("GGML_CUDA_TQ_STAGE")) != 0;
+    const auto al4 = [](int64_t x) { return x % 4 == 0; };
+    p.stage = stage_on && al4((int64_t) (uintptr_t) K->data) && al4((int64_t) (uintptr_t) V->data) &&
+              al4(p.nbk1) && al4(p.nbk2) && al4(p.nbk3) && al4(p.nbv1) && al4(p.nbv2) && al4(p.nbv3);
     memcpy(&p.scale, (const float *) dst->op_params + 0, sizeof(float));
     memcpy(&p.softcap, (const float *) dst->op_params + 2, sizeof(float));
     if (p.softcap != 0.0f) {

@@ -42,6 +42,7 @@ struct tq_fa_params {
     int k_ne3, v_ne3, mask_ne3;
     int k_row_bytes, v_row_bytes; // one head's row of K, of V
     float scale, softcap;
+    int stage;          // K and V 4-byte aligned (data and strides): the decode may stage its tiles (tq_fa_stages)
     tq_lut lut_k, lut_v;
     const float * Tq;   // fused Q transform [n_head_kv][D][D] (row i: output i), or null
     const float * qraw; // with Tq: the untransformed Q of the one token, [n_head][D]
@@ -334,6 +335,79 @@ static __device__ __forceinline__ void tq_fa_prefetch(const tq_fa_params & p, co
     }
 }
 
+// ---- staged tiles ------------------------------------------------------------------------
+// In a KV cache's layout a head's rows lie n_head_kv rows apart (352 bytes for 8 heads of 44),
+// and the decode's byte loads, each over 8 keys (K phase) or 4 (V phase), then touch 8 or 4
+// L1 lines where adjacent rows need 3-4: the tq2_5 op took 66.0 us at 64K against 48.2 with
+// each head's rows adjacent (device-cuda.sh perf on an H200), and the graph's decode kernel 66.7.
+// With head 128 and TQ types for K and V, each warp copies its next tile's rows into shared
+// memory (cp.async, 4 bytes a lane: one instruction reads two whole rows) while it works on
+// the current one, and the decode reads them there. (Head 64's 22-byte rows are not 4-byte
+// aligned in a cache; head 256's buffers would need dynamic shared memory: not yet.)
+template <int D, ggml_type TK, ggml_type TV>
+static constexpr __host__ __device__ bool tq_fa_stages() {
+    return D == 128 && (TK == GGML_TYPE_TQ2_5 || TK == GGML_TYPE_TQ3_5) && (TV == GGML_TYPE_TQ2_5 || TV == GGML_TYPE_TQ3_5);
+}
+
+// A head's row of type T in bytes, and the stride of the staged rows. TQ2_5's 44-byte rows 48
+// bytes apart make the K phase's loads from them conflict-free and the V phase's 1.29 passes per
+// load, against 1.93 and 1.43 at 44 (scripts/stage-banks.py, a model). TQ3_5's 60-byte rows stay
+// unpadded (1.39 / 1.56): no stride up to 80 does better in both phases.
+template <ggml_type T, int D>
+static constexpr __host__ __device__ int tq_fa_row_bytes() {
+    if constexpr (T == GGML_TYPE_F16) {
+        return 2 * D;
+    } else if constexpr (T == GGML_TYPE_Q8_0) {
+        return D / 32 * (int) sizeof(block_q8_0);
+    } else {
+        return D / TQ_BLOCK * tq_layout<T>::bytes;
+    }
+}
+template <ggml_type T, int D>
+static constexpr __host__ __device__ int tq_fa_stage_stride() {
+    return tq_fa_row_bytes<T, D>() + (T == GGML_TYPE_TQ2_5 ? 4 : 0);
+}
+
+static __device__ __forceinline__ void tq_cp_async4(uint32_t dst, const void * src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(dst), "l"(src) : "memory");
+}
+static __device__ __forceinline__ void tq_cp_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N>
+static __device__ __forceinline__ void tq_cp_wait() {
+    asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+}
+
+// A warp copies 32 rows of RB bytes, nb1 apart from src, to shared memory at dst, RS apart; rows
+// from n_valid on repeat row n_valid - 1 (as the unstaged path clamps its rows: their scores are
+// masked, but V's values must be finite). Lane l < R W copies word l % W of row l / W of each R
+// rows (W = RB / 4 words, R = 32 / W rows per instruction).
+template <int RB, int RS>
+static __device__ __forceinline__ void tq_stage_rows(uint32_t dst, const char * src, const int64_t nb1, const int n_valid, const int lane) {
+    constexpr int W = RB / 4, R = 32 / W;
+    static_assert(RB % 4 == 0 && RS % 4 == 0 && R >= 1 && 32 % R == 0, "staged rows: 4-byte words, whole rows per instruction");
+    if (lane < R * W) {
+        const int rl = lane / W, c = 4 * (lane % W);
+        dst += rl * RS + c;
+        const char * last = src + (n_valid - 1) * nb1 + c;
+        src += rl * nb1 + c;
+        if (n_valid >= 32) {
+#pragma unroll
+            for (int i = 0; i < 32; i += R) {
+                tq_cp_async4(dst + i * RS, src);
+                src += R * nb1;
+            }
+        } else { // the split's last tile
+#pragma unroll
+            for (int i = 0; i < 32; i += R) {
+                tq_cp_async4(dst + i * RS, i + rl < n_valid ? src : last);
+                src += R * nb1;
+            }
+        }
+    }
+}
+
 // The V-phase dimension that lane group g2 (0..7) holds as element h of its pair i: with
 // D >= 128 a group takes quarter g2 % 4 of blocks g2 / 4, 2 + g2 / 4, ...; with D = 64, half of
 // quarter g2 % 4 of the one block.
@@ -363,7 +437,7 @@ static __device__ __forceinline__ int tq_ow_swap(int d) {
 // Warps work on their own 32-key tiles with their own online softmax (no block-wide barrier
 // in the loop, so one warp's loads overlap another's arithmetic); the block merges its four
 // warps at the end.
-template <int D, ggml_type TK, ggml_type TV>
+template <int D, ggml_type TK, ggml_type TV, bool STAGE>
 // 4 blocks per SM for D <= 128 (128 registers): at 3 (162 registers) ncu found 3 warps per
 // scheduler, neither issue- nor memory-bound; at 128 the loop spills 6 loads and stores per tile
 __launch_bounds__(TQ_FA_THREADS, D >= 256 ? 2 : 4)
@@ -381,11 +455,18 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     __shared__ tq_tables<TK, D> tab_k; // pair tables (tq_pair_tables)
     __shared__ tq_tables<TV, D> tab_v;
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
-    // each warp's partial outputs, dimension d of row c at tq_ow_swap(d). Free until the end, so
-    // it first stages Q: the fused path's raw q (Qr), then Q transposed (Qt), for the fragments
-    __shared__ __align__(16) float Ow[TQ_FA_WARPS][NC][TQ_OW_STRIDE(D)];
-    static_assert(TQ_FA_WARPS * TQ_OW_STRIDE(D) >= 2 * D, "Ow stages Qr and Qt");
-    float * Qr = &Ow[0][0][0];
+    // each warp's partial outputs (Ow), dimension d of row c at tq_ow_swap(d), written at the end.
+    // Before that the memory first stages Q: the fused path's raw q (Qr), then Q transposed (Qt),
+    // for the fragments. With STAGE it holds two tile buffers per warp (a tile's K rows, then its
+    // V rows; buffer b of warp w at b SB / 2 + w WB), Q staged in buffers 1 before the loop
+    constexpr int RSK = tq_fa_stage_stride<TK, D>(), RSV = tq_fa_stage_stride<TV, D>();
+    constexpr int WB = 32 * (RSK + RSV);
+    constexpr int SB = STAGE ? 2 * TQ_FA_WARPS * WB : 0;
+    constexpr int OWB = TQ_FA_WARPS * NC * TQ_OW_STRIDE(D) * (int) sizeof(float);
+    __shared__ __align__(16) char shu[SB > OWB ? SB : OWB];
+    float (&Ow)[TQ_FA_WARPS][NC][TQ_OW_STRIDE(D)] = *reinterpret_cast<float (*)[TQ_FA_WARPS][NC][TQ_OW_STRIDE(D)]>(shu);
+    static_assert(SB / 2 + 2 * NC * D * (int) sizeof(float) <= (SB > OWB ? SB : OWB), "Qr and Qt fit");
+    float * Qr = (float *) (shu + SB / 2);
     float * Qt = Qr + NC * D;
 
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -408,7 +489,17 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     // the warp's first tile on its way into L1 while Q is set up: at 16K a warp has only a few
     // tiles, and this memory latency was exposed once per block (not before the sync: the
     // cache write before this kernel may still be writing its newest row)
-    tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
+    if constexpr (STAGE) { // (buffer 0: Q is staged in buffers 1)
+        const int k = kv0 + 32 * warp;
+        if (k < kv1) {
+            const uint32_t b = __cvta_generic_to_shared(shu + warp * WB);
+            tq_stage_rows<tq_fa_row_bytes<TK, D>(), RSK>(b, K + k * p.nbk1, p.nbk1, kv1 - k, lane);
+            tq_stage_rows<tq_fa_row_bytes<TV, D>(), RSV>(b + 32 * RSK, V + k * p.nbv1, p.nbv1, kv1 - k, lane);
+        }
+        tq_cp_commit();
+    } else {
+        tq_fa_prefetch(p, K, V, kv0 + 32 * warp + lane, kv1);
+    }
     // column c = (query token j, head hkv*gqa + g) with j = c / gqa, g = c % gqa
     if (p.Tq) {
         // fused: Q = T_k q (one token) from the raw q in Qr; warp products (tq_warp_rows_dot),
@@ -472,10 +563,30 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         O[m][0] = O[m][1] = O[m][2] = O[m][3] = 0.0f;
     }
 
+    int buf = 0;
     for (int t0 = kv0 + 32 * warp; t0 < kv1; t0 += 32 * TQ_FA_WARPS) {
-        // the K and V rows of the warp's next tile into L1 while this one is worked on: the
-        // decode's loads are then L1 hits, not one exposed memory latency per quarter
-        tq_fa_prefetch(p, K, V, t0 + 32 * TQ_FA_WARPS + lane, kv1);
+        // STAGE: the tile's rows in shared memory (sk, sv), the next tile's copied into the other
+        // buffer meanwhile; otherwise the next tile's rows into L1 while this one is worked on:
+        // the decode's loads are then L1 hits, not one exposed memory latency per quarter
+        const char * sk = nullptr;
+        const char * sv = nullptr;
+        if constexpr (STAGE) {
+            __syncwarp(); // every lane is done with the other buffer (the tile before)
+            const int k = t0 + 32 * TQ_FA_WARPS;
+            if (k < kv1) {
+                const uint32_t b = __cvta_generic_to_shared(shu + (buf ^ 1) * (SB / 2) + warp * WB);
+                tq_stage_rows<tq_fa_row_bytes<TK, D>(), RSK>(b, K + k * p.nbk1, p.nbk1, kv1 - k, lane);
+                tq_stage_rows<tq_fa_row_bytes<TV, D>(), RSV>(b + 32 * RSK, V + k * p.nbv1, p.nbv1, kv1 - k, lane);
+            }
+            tq_cp_commit();
+            tq_cp_wait<1>(); // this lane's copies of this tile are done,
+            __syncwarp();    // and every lane's are visible
+            sk = shu + buf * (SB / 2) + warp * WB;
+            sv = sk + 32 * RSK;
+            buf ^= 1;
+        } else {
+            tq_fa_prefetch(p, K, V, t0 + 32 * TQ_FA_WARPS + lane, kv1);
+        }
         // K phase, keys as mma's M rows: S[h] = scores of keys t0 + 16h + g (elements 0, 1) and
         // t0 + 16h + g + 8 (2, 3) against columns 2t, 2t + 1. Lane (g, t) decodes quarter t of
         // both keys: their pairs are its A fragments, Q's the B fragments (Qf, as they stand)
@@ -483,8 +594,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             S[h][0] = S[h][1] = S[h][2] = S[h][3] = 0.0f;
-            const char * row0 = K + (int64_t) min(t0 + 16 * h + g, kv1 - 1) * p.nbk1;
-            const char * row1 = K + (int64_t) min(t0 + 16 * h + g + 8, kv1 - 1) * p.nbk1;
+            const char * row0 = STAGE ? sk + (16 * h + g) * RSK : K + (int64_t) min(t0 + 16 * h + g, kv1 - 1) * p.nbk1;
+            const char * row1 = STAGE ? sk + (16 * h + g + 8) * RSK : K + (int64_t) min(t0 + 16 * h + g + 8, kv1 - 1) * p.nbk1;
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t x0[8], x1[8];
@@ -604,7 +715,8 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
             const char * rows[4];
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
-                rows[r] = V + (int64_t) min(t0 + 16 * kk + 2 * t + (r & 1) + 8 * (r >> 1), kv1 - 1) * p.nbv1;
+                const int kr = 16 * kk + 2 * t + (r & 1) + 8 * (r >> 1);
+                rows[r] = STAGE ? sv + kr * RSV : V + (int64_t) min(t0 + kr, kv1 - 1) * p.nbv1;
             }
 #pragma unroll
             for (int vq = 0; vq < VQ; ++vq) {
@@ -644,6 +756,10 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     // at tq_ow_swap: bit 6 of every dimension group g holds is bit 2 of g (tq_v_dim), so the
     // swap is one constant of the lane
     const int swap = D >= 128 ? ((g >> 2) & 1) << 4 : 0;
+    if constexpr (STAGE) { // Ow overlaps every warp's tile buffers
+        tq_cp_wait<0>();
+        __syncthreads();
+    }
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
 #pragma unroll
@@ -687,18 +803,28 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     }
 }
 
-template <int D, ggml_type TK, ggml_type TV>
-int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
+template <int D, ggml_type TK, ggml_type TV, bool STAGE>
+static int tq_fa_launch_instance(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
     // one full wave: as many blocks as the SMs hold at once, split evenly over heads and sequences
     int per_sm = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_tq_fattn_decode<D, TK, TV>, TQ_FA_THREADS, 0));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_tq_fattn_decode<D, TK, TV, STAGE>, TQ_FA_THREADS, 0));
     const int tiles = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
     int splits = std::max(1, std::min({ tiles, max_splits, std::max(1, per_sm) * nsm / (p.n_head_kv * n_seq) }));
     p.kv_per_split = ((tiles + splits - 1) / splits) * TQ_FA_TILE;
     p.n_splits = (p.n_kv + p.kv_per_split - 1) / p.kv_per_split;
     const dim3 grid(p.n_head_kv, p.n_splits, n_seq);
-    ggml_cuda_kernel_launch(k_tq_fattn_decode<D, TK, TV>, ggml_cuda_kernel_launch_params(grid, TQ_FA_THREADS, 0, stream), p);
+    ggml_cuda_kernel_launch(k_tq_fattn_decode<D, TK, TV, STAGE>, ggml_cuda_kernel_launch_params(grid, TQ_FA_THREADS, 0, stream), p);
     return p.n_splits;
+}
+
+template <int D, ggml_type TK, ggml_type TV>
+int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream) {
+    if constexpr (tq_fa_stages<D, TK, TV>()) {
+        if (p.stage) {
+            return tq_fa_launch_instance<D, TK, TV, true>(p, n_seq, nsm, max_splits, stream);
+        }
+    }
+    return tq_fa_launch_instance<D, TK, TV, false>(p, n_seq, nsm, max_splits, stream);
 }
 
 #define TQ_FA_DECL(D, TK, TV) template int ggml_cuda_tq_fattn_launch<D, TK, TV>(tq_fa_params, int, int, int, cudaStream_t);
