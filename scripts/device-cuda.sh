@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: build the patched llama.cpp with CUDA, then test it and/or time it.
 #
-#   scripts/device-cuda.sh test     test-backend-ops (the TQ ops, TQ FA cases and transform chains, CUDA vs CPU;
+#   scripts/device-cuda.sh test     test-backend-ops (the TQ ops, TQ FA cases staged and not, transform chains, CUDA vs CPU;
 #                                   TQ_ALL_FA=1: every FA case too), then memcheck (TQ_MEMCHECK=0: not)
 #   scripts/device-cuda.sh memcheck compute-sanitizer over the TQ kernels and the transform chains
 #   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K/256K per cache type,
@@ -120,6 +120,9 @@ test)
     # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
     grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
+    # the TQ FA cases again on the unstaged decode (what K/V that are not 4-byte aligned take)
+    GGML_CUDA_TQ_STAGE=0 "$bin/test-backend-ops" -b CUDA0 -o FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq-unstaged.log" 2>&1 || true
+    grep -a -E "FAIL|tests passed" "$out/tbo-tq-unstaged.log" | tail -5 || true
     # the TQ transforms alone (tq-transform.cu: a token's, a ubatch's with its copy back and K's
     # offset) and the chains, with the CUDA fusion of tq-fuse.cu off and on
     GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-chains.log" 2>&1 || true
