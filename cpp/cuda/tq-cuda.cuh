@@ -6,6 +6,15 @@
 
 #include "common.cuh"
 
+#include <cstdlib>
+
+// A switch that is on unless the environment sets it to 0 (GGML_CUDA_TQ_FUSE, GGML_CUDA_TQ_STAGE:
+// the TQ paths that can be turned off for comparison)
+static inline bool tq_env_on(const char * name) {
+    const char * v = getenv(name);
+    return v == nullptr || atoi(v) != 0;
+}
+
 // SET_ROWS from f32/f16 into a TQ tensor.
 void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst);
 

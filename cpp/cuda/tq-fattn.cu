@@ -177,7 +177,7 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     p.k_ne3 = K->ne[3]; p.v_ne3 = V->ne[3]; p.mask_ne3 = mask ? mask->ne[3] : 1;
     p.k_row_bytes = (int) ggml_row_size(K->type, K->ne[0]); p.v_row_bytes = (int) ggml_row_size(V->type, V->ne[0]);
     // staged tiles (tq_fa_stages) take 4-byte copies; GGML_CUDA_TQ_STAGE=0 turns them off (for comparison)
-    static const bool stage_on = getenv("GGML_CUDA_TQ_STAGE") == nullptr || atoi(getenv("GGML_CUDA_TQ_STAGE")) != 0;
+    static const bool stage_on = tq_env_on("GGML_CUDA_TQ_STAGE");
     const auto al4 = [](int64_t x) { return x % 4 == 0; };
     p.stage = stage_on && al4((int64_t) (uintptr_t) K->data) && al4((int64_t) (uintptr_t) V->data) &&
               al4(p.nbk1) && al4(p.nbk2) && al4(p.nbk3) && al4(p.nbv1) && al4(p.nbv2) && al4(p.nbv3);

@@ -36,7 +36,7 @@ static bool tq_fuse_enabled() {
     // On unless GGML_CUDA_TQ_FUSE=0 (which runs each transform as its own kernel, for comparison).
     // On an H200, Llama-3-8B shape, tq2_5 decode at 16K: 0.90-0.93x f16 fused against 0.87x
     // unfused, one build, two runs on two cards (docs/results/cuda-h200.md).
-    static const bool on = getenv("GGML_CUDA_TQ_FUSE") == nullptr || atoi(getenv("GGML_CUDA_TQ_FUSE")) != 0;
+    static const bool on = tq_env_on("GGML_CUDA_TQ_FUSE");
     return on;
 }
 
