@@ -141,8 +141,8 @@ def main() -> None:
         sass = run([str(t["cuobjdump"]), "-sass", str(cubin)], env=env)
     # the instance that runs: with staged tiles where the kernel has them (unless --unstaged)
     stem = f"_Z17k_tq_fattn_decodeILi{a.d}EL9ggml_type{TYPE_IDS[a.k]}ELS0_{TYPE_IDS[a.v]}E"
-    names = ([] if a.unstaged else [f"{stem}Lb1EEv12tq_fa_params"]) + [f"{stem}Lb0EEv12tq_fa_params", f"{stem}Ev12tq_fa_params"]
-    fn = next((f for f in names if f in sass), names[-1])
+    staged, unstaged = f"{stem}Lb1EEv12tq_fa_params", f"{stem}Lb0EEv12tq_fa_params"
+    fn = staged if not a.unstaged and staged in sass else unstaged
     body, mix = loop_mix(sass, fn)
     n = len(body)
     if a.sass:
