@@ -138,9 +138,20 @@ opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DL
       # the sdist has no .git: name the build (llama-bench's "build:", the logs' build info) by the
       # upstream commit and this build's key (patches, cpp/, scripts)
       "-DLLAMA_BUILD_COMMIT=$UPSTREAM+tq.$key")
-# ccache with paths relative to the work folder: a new cache key rebuilds only what changed
+# Upstream's AMX matmul (ggml-cpu/amx) segfaults on some Sapphire-Rapids-class hosts (llama.cpp
+# issue #20824, never fixed upstream), and -march=native turns it on wherever the CPU has AMX.
+# Explicit -mno-amx-* wins over -march=native in GCC and clang whatever the order, so the build
+# is the same on every x86 host: the AMX buffer type is never compiled in.
+case "$(uname -m)" in
+    x86_64|i?86) opts+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+                        "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16") ;;
+esac
+# ccache (the test extra puts one in .venv) with paths relative to the work folder: a new cache
+# key rebuilds only what changed
 export CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1
-command -v ccache >/dev/null && opts+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+ccache=$(command -v ccache || true)
+[ -z "$ccache" ] && [ -x "$root/.venv/bin/ccache" ] && ccache=$root/.venv/bin/ccache
+[ -n "$ccache" ] && opts+=("-DCMAKE_C_COMPILER_LAUNCHER=$ccache" "-DCMAKE_CXX_COMPILER_LAUNCHER=$ccache" "-DCMAKE_CUDA_COMPILER_LAUNCHER=$ccache")
 [ "$cuda" = 1 ] && opts+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90}")
 [ "$asan" = 1 ] && opts+=(-DLLAMA_SANITIZE_ADDRESS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
 log "configuring ($([ "$cuda" = 1 ] && echo CUDA || echo CPU)$([ "$asan" = 1 ] && echo ", ASan"))"
