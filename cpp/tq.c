@@ -90,8 +90,8 @@ float tq_fp16_to_fp32(uint16_t h) {
 
 // ---- one group -------------------------------------------------------------------
 
-// Codes (one byte each) and the f16 scale of n values; the scale follows `rule` (tq.h).
-static uint16_t tq_quantize_group(const float * v, int n, const tq_codebook * cb, enum tq_scale_rule rule, uint8_t * codes) {
+// Codes (one byte each) and the f16 scale ||v|| / ||c[codes]|| of n values (tq.h).
+static uint16_t tq_quantize_group(const float * v, int n, const tq_codebook * cb, uint8_t * codes) {
     double ss = 0.0;
     for (int i = 0; i < n; ++i) {
         ss += (double) v[i] * (double) v[i];
@@ -103,7 +103,7 @@ static uint16_t tq_quantize_group(const float * v, int n, const tq_codebook * cb
     }
     const float inv = (float) (sqrt((double) n) / nrm);
     const int nb = (1 << cb->bits) - 1;
-    double cs = 0.0, vc = 0.0;
+    double cs = 0.0;
     for (int i = 0; i < n; ++i) {
         const float y = v[i] * inv;
         int q = 0;
@@ -112,15 +112,8 @@ static uint16_t tq_quantize_group(const float * v, int n, const tq_codebook * cb
         }
         codes[i] = (uint8_t) q;
         cs += (double) cb->c[q] * (double) cb->c[q];
-        vc += (double) v[i] * (double) cb->c[q];
     }
-    float scale;
-    switch (rule) {
-        case TQ_SCALE_PLAIN: scale = (float) (nrm / sqrt((double) n)); break;
-        case TQ_SCALE_LSQ:   scale = (float) (vc / cs); break;
-        default:             scale = (float) (nrm / sqrt(cs)); break;
-    }
-    return tq_fp32_to_fp16(scale);
+    return tq_fp32_to_fp16((float) (nrm / sqrt(cs)));
 }
 
 // ---- bit planes ------------------------------------------------------------------
@@ -187,9 +180,9 @@ void tq_quantize_row(enum tq_type t, const float * x, void * blocks, int64_t n, 
     for (int64_t b = 0; b < n / TQ_BLOCK; ++b) {
         uint8_t * out = (uint8_t *) blocks + b * bb;
         const float * v = x + b * TQ_BLOCK;
-        const uint16_t d_hi = tq_quantize_group(v, TQ_HI, &cb->hi, cb->rule, codes);
+        const uint16_t d_hi = tq_quantize_group(v, TQ_HI, &cb->hi, codes);
         tq_pack_codes(codes, TQ_HI, cb->hi.bits, out + 4);
-        const uint16_t d_lo = tq_quantize_group(v + TQ_HI, TQ_LO, &cb->lo, cb->rule, codes);
+        const uint16_t d_lo = tq_quantize_group(v + TQ_HI, TQ_LO, &cb->lo, codes);
         tq_pack_codes(codes, TQ_LO, cb->lo.bits, out + 4 + hi_bytes);
         memcpy(out, &d_hi, 2);
         memcpy(out + 2, &d_lo, 2);

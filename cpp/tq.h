@@ -51,18 +51,11 @@ typedef struct {
     float bnd[15];
 } tq_codebook;
 
-// How a group's scale s (x_hat = s * c[code]) is chosen; the block format is the same.
-enum tq_scale_rule {
-    TQ_SCALE_NORM  = 0, // s = ||v|| / ||c[codes]||: the reconstruction keeps the length
-    TQ_SCALE_PLAIN = 1, // s = ||v|| / sqrt(n): the paper's stored norm
-    TQ_SCALE_LSQ   = 2, // s = <v, c[codes]> / ||c[codes]||^2: least squared error
-};
-
-// The two codebooks of one TQ type, and the scale rule its quantizer uses.
+// The two codebooks of one TQ type. A group's scale is s = ||v|| / ||c[codes]||, so the
+// reconstruction s * c[code] keeps the group's length (docs/ablation.md weighs the other rules).
 typedef struct {
     tq_codebook hi;
     tq_codebook lo;
-    enum tq_scale_rule rule;
 } tq_codebooks;
 
 enum tq_type { TQ_TYPE_TQ2_5 = 0, TQ_TYPE_TQ3_5 = 1, TQ_TYPE_COUNT = 2 };

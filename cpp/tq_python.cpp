@@ -17,16 +17,8 @@ static tq_type parse_type(const std::string & name) {
     throw py::value_error("unknown TQ type '" + name + "'");
 }
 
-static tq_scale_rule parse_rule(const std::string & rule) {
-    if (rule == "norm") return TQ_SCALE_NORM;
-    if (rule == "plain") return TQ_SCALE_PLAIN;
-    if (rule == "lsq") return TQ_SCALE_LSQ;
-    throw py::value_error("unknown scale rule '" + rule + "'");
-}
-
-static tq_codebooks make_codebooks(tq_type t, const f32_array & hi, const f32_array & lo, const std::string & rule = "norm") {
+static tq_codebooks make_codebooks(tq_type t, const f32_array & hi, const f32_array & lo) {
     tq_codebooks cb;
-    cb.rule = parse_rule(rule);
     const py::ssize_t n_hi = py::ssize_t(1) << tq_hi_bits(t);
     const py::ssize_t n_lo = py::ssize_t(1) << tq_lo_bits(t);
     if (hi.ndim() != 1 || hi.size() != n_hi || lo.ndim() != 1 || lo.size() != n_lo) {
@@ -38,13 +30,12 @@ static tq_codebooks make_codebooks(tq_type t, const f32_array & hi, const f32_ar
     return cb;
 }
 
-static py::bytes quantize_row(const std::string & type, const f32_array & x, const f32_array & hi, const f32_array & lo,
-                              const std::string & rule) {
+static py::bytes quantize_row(const std::string & type, const f32_array & x, const f32_array & hi, const f32_array & lo) {
     const tq_type t = parse_type(type);
     if (x.ndim() != 1 || x.size() % TQ_BLOCK != 0) {
         throw py::value_error("row length must be a multiple of 64");
     }
-    const tq_codebooks cb = make_codebooks(t, hi, lo, rule);
+    const tq_codebooks cb = make_codebooks(t, hi, lo);
     std::string out(size_t(x.size() / TQ_BLOCK) * tq_block_bytes(t), '\0');
     tq_quantize_row(t, x.data(), out.data(), x.size(), &cb);
     return py::bytes(out);
@@ -89,8 +80,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("HI") = TQ_HI;
     m.attr("LO") = TQ_LO;
     m.def("block_bytes", [](const std::string & type) { return tq_block_bytes(parse_type(type)); });
-    m.def("quantize_row", &quantize_row, py::arg("type"), py::arg("x"), py::arg("hi"), py::arg("lo"),
-          py::arg("rule") = "norm");
+    m.def("quantize_row", &quantize_row, py::arg("type"), py::arg("x"), py::arg("hi"), py::arg("lo"));
     m.def("dequantize_row", &dequantize_row, py::arg("type"), py::arg("data"), py::arg("hi"), py::arg("lo"));
     m.def("head_transform", &head_transform, py::arg("d"), py::arg("layer_seed"), py::arg("head"), py::arg("outliers"));
     m.def("codebook_scaled", &codebook_scaled, py::arg("d"), py::arg("bits"));

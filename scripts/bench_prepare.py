@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from tqgguf import synth
+from tqgguf.harness import synth
 
 # Llama-style, 12 layers of width 2048 with 4 KV heads of 128, f16: about 1.1 GB.
 SHAPE = synth.Shape(n_layer=12, n_embd=2048, n_head=16, n_kv_head=4, head_dim=128, n_ff=8192,

@@ -31,7 +31,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 
 import sys
 sys.path.insert(0, str(root))
-from tqgguf import compare as cmp  # noqa: E402
+from tqgguf.harness import compare as cmp  # noqa: E402
 
 recs = data["records"]
 front = cmp.pareto_front(recs)

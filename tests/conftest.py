@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tqgguf import assets, synth
+from tqgguf import assets
+from tqgguf.harness import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ import stat
 import sys
 from pathlib import Path
 
-from tqgguf import bench
+from tqgguf.harness import bench
 
 DATA = Path(__file__).parent / "data"
 

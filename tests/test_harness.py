@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from tqgguf import compare as cmp, logparse
+from tqgguf.harness import compare as cmp, logparse
 
 DATA = Path(__file__).parent / "data"
 FAKE = Path(__file__).parent / "fake_llama_perplexity.py"
@@ -123,7 +123,7 @@ def test_cli_unknown_config(smollm2, tmp_path):
 
 
 def test_recall_markdown():
-    from tqgguf import recall as rc
+    from tqgguf.harness import recall as rc
     recs = [{"config": "tq2_5", "n_tokens": 1024, "depth": 0.5, "status": "ok", "recalled": True},
             {"config": "tq2_5", "n_tokens": 2048, "depth": 0.5, "status": "ok", "recalled": False},
             {"config": "q4_0", "n_tokens": 1024, "depth": 0.5, "status": "failed", "error": "x"}]

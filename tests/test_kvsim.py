@@ -1,7 +1,8 @@
 """kvsim: the end-to-end KLD of a KV-cache format through the numpy forward pass."""
 import numpy as np
 
-from tqgguf import ablation as ab, assets, capture, kvsim, metadata, outliers as outl
+from studies import ablation as ab, kvsim
+from tqgguf import assets, capture, metadata, outliers as outl
 from tqgguf.gguf_file import read_header
 
 
@@ -42,3 +43,21 @@ def test_f16_is_near_exact_and_tq2_5_is_not(prepared_smollm2):
     # the exact pass, once per chunk, is the model's own forward pass
     assert len(exact) == len(chunks) and exact[0][0] == chunks[0]
     assert np.array_equal(exact[0][1], capture.forward(m, chunks[0], dtype=np.float32))
+
+
+def test_block_scale_rules():
+    """In the block format, "norm" (the product's) keeps each group's length, "lsq" has the least
+    error, and the study's "norm" is the C core's to the bit."""
+    from tqgguf import _core, reference
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(64 * 200).astype(np.float32)
+    err = {}
+    for rule in ab.SCALE_RULES:
+        xh = ab.with_scale_rule(x, "tq2_5", rule)
+        err[rule] = float(np.mean((x - xh) ** 2))
+    hi, lo = reference.codebooks_for("tq2_5")
+    core = np.asarray(_core.dequantize_row("tq2_5", _core.quantize_row("tq2_5", x, hi, lo), hi, lo))
+    np.testing.assert_array_equal(ab.with_scale_rule(x, "tq2_5", "norm"), core)
+    g = lambda a: np.linalg.norm(a.reshape(-1, 64)[:, 16:], axis=1)
+    np.testing.assert_allclose(g(core), g(x), rtol=2e-3)  # f16 scale rounding only
+    assert err["lsq"] < err["plain"] and err["lsq"] < err["norm"]

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 import corrupt
-from tqgguf import assets, compare as cmp, llama as ll
+from tqgguf import assets
+from tqgguf.harness import compare as cmp, llama as ll
+
+pytestmark = pytest.mark.llama
 
 CHUNKS = 8  # fewer than the committed results' 40: the ordering is far from the noise
 
@@ -208,7 +211,7 @@ def test_context_shift_keeps_recall(llama_bin, centered_smollm2):
 
 
 def test_recall_table(llama_bin, centered_smollm2, tmp_path):
-    from tqgguf import recall as rc
+    from tqgguf.harness import recall as rc
     recs = rc.recall(llama_bin / "llama-passkey", centered_smollm2, [cmp.parse_config("tq3_5")], tmp_path,
                      lengths=(1024,), depths=(0.5,))
     assert recs[0]["status"] == "ok" and recs[0]["recalled"], recs

@@ -10,7 +10,7 @@ from tqgguf.gguf_file import read_header
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tqgguf import synth
+    from tqgguf.harness import synth
     d = tmp_path_factory.mktemp("meta")
     src = d / "m.gguf"
     synth.write(src, synth.Shape(n_layer=2))
@@ -40,7 +40,7 @@ def test_malformed_metadata_is_refused(prepared, tmp_path, case):
 
 
 def test_k_center_round_trips(tmp_path):
-    from tqgguf import synth
+    from tqgguf.harness import synth
     from tqgguf.gguf_file import read_header
     src = tmp_path / "m.gguf"
     synth.write(src, synth.Shape(n_layer=2))

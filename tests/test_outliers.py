@@ -1,7 +1,8 @@
 """Data-free outlier channels: planted high-energy channels are found; RoPE pairs stay together."""
 import numpy as np
 
-from tqgguf import outliers, prepare, synth
+from tqgguf import outliers, prepare
+from tqgguf.harness import synth
 from tqgguf.gguf_file import read_header
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from tqgguf import metadata, prepare, synth
+from tqgguf import metadata, prepare
+from tqgguf.harness import synth
 from tqgguf.gguf_file import read_header
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from . import assets, bench as bn, blocks, compare as cmp, llama as ll, metadata, prepare as prep, recall as rc
+from . import assets, blocks, metadata, prepare as prep
+from .harness import bench as bn, compare as cmp, llama as ll, recall as rc
 from .gguf_file import GGUFError, read_header
 
 

@@ -120,17 +120,10 @@ def _f32_boundaries(c: np.ndarray) -> np.ndarray:
     return ((c[1:] + c[:-1]) * np.float32(0.5)).astype(np.float32)
 
 
-SCALE_RULES = ("norm", "plain", "lsq")  # index = enum tq_scale_rule in cpp/tq.h
-DEFAULT_SCALE_RULE = "norm"  # docs/ablation.md table 4 and section 8: lsq is a hair better on attention, worse end to end
-
-
-def quantize_group(v: np.ndarray, c: np.ndarray, rule: str = DEFAULT_SCALE_RULE) -> tuple[np.ndarray, np.float16]:
-    """Codes and f16 scale of one group, exactly as tq_quantize_group in cpp/tq.c.
-
-    The scale s (x_hat = s * c[code]) follows ``rule``: "norm" keeps the length,
-    s = ||v|| / ||c[codes]||; "plain" stores the norm, s = ||v|| / sqrt(n); "lsq" is
-    the least-squares scale <v, c[codes]> / ||c[codes]||^2 (the smallest error).
-    """
+def quantize_group(v: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.float16]:
+    """Codes and f16 scale of one group, exactly as tq_quantize_group in cpp/tq.c: the nearest
+    centroid of each value of the normalised group, and s = ||v|| / ||c[codes]|| so that the
+    reconstruction s * c[code] keeps the group's length (docs/ablation.md weighs other scales)."""
     v = v.astype(np.float32)
     n = len(v)
     ss = np.cumsum(v.astype(np.float64) ** 2)[-1]  # cumsum: a sequential sum, like the C loop
@@ -140,20 +133,11 @@ def quantize_group(v: np.ndarray, c: np.ndarray, rule: str = DEFAULT_SCALE_RULE)
     inv = np.float32(math.sqrt(n) / nrm)
     y = (v * inv).astype(np.float32)
     codes = np.searchsorted(_f32_boundaries(c), y, side="left").astype(np.uint8)
-    cq = c.astype(np.float64)[codes]
-    cs = np.cumsum(cq ** 2)[-1]
-    if rule == "norm":
-        scale = np.float32(nrm / math.sqrt(cs))
-    elif rule == "plain":
-        scale = np.float32(nrm / math.sqrt(n))
-    elif rule == "lsq":
-        scale = np.float32(np.cumsum(v.astype(np.float64) * cq)[-1] / cs)
-    else:
-        raise ValueError(f"unknown scale rule {rule!r} (known: {', '.join(SCALE_RULES)})")
-    return codes, np.float16(scale)
+    cs = np.cumsum(c.astype(np.float64)[codes] ** 2)[-1]
+    return codes, np.float16(np.float32(nrm / math.sqrt(cs)))
 
 
-def quantize_blocks(row: np.ndarray, type_name: str, cb=None, rule: str = DEFAULT_SCALE_RULE) -> bytes:
+def quantize_blocks(row: np.ndarray, type_name: str, cb=None) -> bytes:
     """Quantize a transformed row (length a multiple of 64) into TQ blocks."""
     lay = blocks.layout(type_name)
     c_hi, c_lo = cb if cb is not None else codebooks_for(type_name)
@@ -163,8 +147,8 @@ def quantize_blocks(row: np.ndarray, type_name: str, cb=None, rule: str = DEFAUL
     out = bytearray()
     for b in range(len(row) // blocks.BLOCK):
         blk = row[b * blocks.BLOCK:(b + 1) * blocks.BLOCK]
-        q_hi, s_hi = quantize_group(blk[: blocks.HI], c_hi, rule)
-        q_lo, s_lo = quantize_group(blk[blocks.HI:], c_lo, rule)
+        q_hi, s_hi = quantize_group(blk[: blocks.HI], c_hi)
+        q_lo, s_lo = quantize_group(blk[blocks.HI:], c_lo)
         out += np.array([s_hi, s_lo], dtype=np.float16).tobytes()
         out += blocks.pack_codes(q_hi, lay.hi_bits) + blocks.pack_codes(q_lo, lay.lo_bits)
     return bytes(out)

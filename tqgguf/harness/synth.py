@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as QT, GGUFValueType as VT
 
-from .gguf_file import Header, TensorInfo, _align, _encode_string, header_bytes, make_kv
+from ..gguf_file import Header, TensorInfo, _align, _encode_string, header_bytes, make_kv
 
 
 @dataclass

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ablation.py [--model PREPARED.gguf] [--tokens 512] [--out out/ablation.md]
 
 Runs the model's forward pass in numpy on the start of the project's evaluation text
-(tqgguf.capture), then quantizes its K and/or V rows each way (tqgguf.ablation) and reports the
+(tqgguf.capture), then quantizes its K and/or V rows each way (studies/ablation.py) and reports the
 relative error of the attention output, mean and worst over layers. Default model: SmolLM2-135M,
 prepared (its turboquant.* metadata gives the seeds and prepare's outlier channels).
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 root = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(root))
 
-from tqgguf import ablation as ab, assets, capture, metadata, outliers as outl  # noqa: E402
+from studies import ablation as ab
+from tqgguf import assets, capture, metadata, outliers as outl  # noqa: E402
 from tqgguf.gguf_file import read_header  # noqa: E402
 
 V = ab.Variant

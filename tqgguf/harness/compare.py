@@ -18,7 +18,8 @@ from typing import Callable
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from . import blocks, logparse
+from .. import blocks
+from . import logparse
 from . import llama as ll
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import blocks, outliers as outl, reference, rotation
-from .capture import LayerKV, attention, causal_mask
+from tqgguf import blocks, outliers as outl, reference, rotation
+from tqgguf.capture import LayerKV, attention, causal_mask
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Variant:
     kind: str                      # "tq2_5", "tq3_5", "plain", "prod", "split"
     bits: int = 0                  # plain / prod: bits per coordinate
     outliers: str = "weights"      # tq: "weights" (prepare's data-free choice), "calib" (from these rows), "random"
-    rule: str = "norm"             # tq: scale rule of cpp/tq.h
+    rule: str = "norm"             # tq: a group's scale (SCALE_RULES; the product has "norm" only)
     center: bool = False           # subtract the head's mean row first (exact in attention, see below)
     rot: str = "hadamard"          # plain: "hadamard" (randomized, pow2 sizes) or "haar" (dense)
     per_layer_seed: bool = True    # False: every layer uses layer 0's rotations
@@ -57,7 +57,7 @@ def _units(kind: str, d: int, ctx: Context) -> list:
 
 
 def _tq_roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx: Context) -> np.ndarray:
-    from . import _core
+    from tqgguf import _core
 
     d = rows.shape[1]
     if v.outliers == "weights":
@@ -70,9 +70,39 @@ def _tq_roundtrip(v: Variant, kind: str, rows: np.ndarray, il: int, h: int, ctx:
     T = np.asarray(_core.head_transform(d, seed, h, o.astype(np.int32)))
     hi, lo = reference.codebooks_for(v.kind)
     y = (rows.astype(np.float64) @ T.T).astype(np.float32).ravel()
-    data = _core.quantize_row(v.kind, y, hi, lo, v.rule)
-    yq = np.asarray(_core.dequantize_row(v.kind, data, hi, lo), dtype=np.float64).reshape(rows.shape)
-    return yq @ T
+    data = _core.quantize_row(v.kind, y, hi, lo)
+    yq = np.asarray(_core.dequantize_row(v.kind, data, hi, lo), dtype=np.float32)
+    if v.rule != "norm":
+        yq = with_scale_rule(y, v.kind, v.rule)
+    return yq.astype(np.float64).reshape(rows.shape) @ T
+
+
+# A group's scale s (x_hat = s * c[code]); the codes are the same under every rule.
+SCALE_RULES = ("norm", "plain", "lsq")
+
+
+def with_scale_rule(y: np.ndarray, type_name: str, rule: str) -> np.ndarray:
+    """The TQ round trip of the transformed row ``y`` with each group's f16 scale chosen by
+    ``rule``: "norm" keeps the group's length (the product's, cpp/tq.c); "plain" stores the norm,
+    s = ||v|| / sqrt(n) (the paper's); "lsq" is the least-squares scale <v, c> / ||c||^2."""
+    if rule not in SCALE_RULES:
+        raise ValueError(f"unknown scale rule {rule!r} (known: {', '.join(SCALE_RULES)})")
+    c_hi, c_lo = reference.codebooks_for(type_name)
+    out = np.empty(len(y), dtype=np.float32)
+    for start in range(0, len(y), blocks.BLOCK):
+        for lo, hi, c in ((0, blocks.HI, c_hi), (blocks.HI, blocks.BLOCK, c_lo)):
+            v = np.asarray(y[start + lo:start + hi], dtype=np.float32)
+            codes, s_norm = reference.quantize_group(v, c)  # the codes do not depend on the rule
+            cq = c.astype(np.float64)[codes]
+            v64 = v.astype(np.float64)
+            if rule == "norm" or not np.any(v):
+                s = np.float32(s_norm)
+            elif rule == "plain":
+                s = np.float32(math.sqrt(np.sum(v64 ** 2)) / math.sqrt(len(v)))
+            else:
+                s = np.float32(np.sum(v64 * cq) / np.sum(cq ** 2))
+            out[start + lo:start + hi] = np.float32(np.float16(s)) * c[codes].astype(np.float32)
+    return out
 
 
 def _plain_rotation(v: Variant, d: int, seed: int) -> np.ndarray:
@@ -134,7 +164,7 @@ def default_model(out_dir) -> str:
     out_dir (the tables read only its seeds and outlier channels)."""
     from pathlib import Path
 
-    from . import assets, prepare
+    from tqgguf import assets, prepare
 
     model = Path(out_dir) / "SmolLM2-135M-Instruct.Q4_1.tq.gguf"
     if not model.exists():

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ablation_e2e.py [--model PREPARED.gguf] [--chunks 8] [--ctx 512] [--out out/ablation-e2e.md]
 
 The numpy forward pass (tqgguf.capture) runs each chunk of the evaluation text once with exact
-K/V and once per configuration with K/V as that cache gives them back (tqgguf.kvsim); the table
+K/V and once per configuration with K/V as that cache gives them back (studies/kvsim.py); the table
 gives the mean KL divergence over the second half of each chunk. K centers come from the last
 60 KB of the same text (disjoint from the chunks, which come from its start), as
 `tqgguf prepare --calibration` computes them; the rows "on the packaged text" use what
@@ -23,7 +23,8 @@ sys.path.insert(0, str(root))
 
 import numpy as np  # noqa: E402
 
-from tqgguf import ablation as ab, assets, capture, kvsim, metadata, outliers as outl, prepare  # noqa: E402
+from studies import ablation as ab, kvsim
+from tqgguf import assets, capture, metadata, outliers as outl, prepare  # noqa: E402
 from tqgguf.gguf_file import read_header  # noqa: E402
 
 V = ab.Variant
