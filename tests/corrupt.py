@@ -10,10 +10,15 @@ from tqgguf import metadata
 from tqgguf.gguf_file import Header, header_bytes, make_kv, read_header
 
 
-def rewrite(src, dst, edit):
-    """Copy ``src`` with its KV list passed through ``edit``; tensors byte for byte."""
+def rewrite(src, dst, edit, reseal=True):
+    """Copy ``src`` with its KV list passed through ``edit``; tensors byte for byte. ``reseal``:
+    recompute turboquant.checksum, as a deliberate edit would, so that the check under test is the
+    one that refuses the file (and not the checksum, which ``reseal=False`` tests)."""
     hdr = read_header(src)
-    new = Header(version=hdr.version, kvs=edit(list(hdr.kvs)), tensors=hdr.tensors, alignment=hdr.alignment)
+    kvs = edit(list(hdr.kvs))
+    if reseal:
+        kvs = metadata.seal(kvs)
+    new = Header(version=hdr.version, kvs=kvs, tensors=hdr.tensors, alignment=hdr.alignment)
     with open(src, "rb") as f, open(dst, "wb") as out:
         out.write(header_bytes(new))
         f.seek(hdr.data_offset)
@@ -34,9 +39,29 @@ def drop(key):
     return lambda kvs: [kv for kv in kvs if kv.key != key]
 
 
+def shift_k_center(delta: float):
+    """Every element of turboquant.k.center moved by ``delta``: plausible values, wrong ones."""
+    def edit(kvs):
+        kv = next(kv for kv in kvs if kv.key == metadata.K_K_CENTER)
+        return replace(metadata.K_K_CENTER, VT.ARRAY, np.asarray(kv.value, np.float32) + delta, VT.FLOAT32)(kvs)
+    return edit
+
+
+def unsealed_cases() -> dict:
+    """Edits made without recomputing the checksum (corruption, or a hand edit): name -> (edit, needle)."""
+    return {
+        "checksum missing": (drop(metadata.K_CHECKSUM), "checksum"),
+        "seed changed": (replace(metadata.K_SEED, VT.UINT64, 12345), "checksum"),
+        "outlier method renamed": (replace(metadata.K_OUTLIER_METHOD, VT.STRING, "weightz"), "checksum"),
+    }
+
+
 def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
-    """name -> (edit, a word the refusal must contain), for a model of this shape."""
+    """name -> (edit, a word the refusal must contain), for a model of this shape (sealed again)."""
     n_out = n_layer * n_kv * head_dim // 4
+    n_center = n_layer * n_kv * head_dim
+    big = np.zeros(n_center, np.float32)
+    big[7] = 9.9e5
     return {
         "missing version": (drop(metadata.K_VERSION), metadata.K_VERSION),
         "future version": (replace(metadata.K_VERSION, VT.UINT32, 99), "format_version"),
@@ -51,11 +76,6 @@ def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
         "outliers out of range": (replace(metadata.k_outliers("k"), VT.ARRAY, np.arange(n_out) + 10**6, VT.INT32),
                                   "outliers"),
         "outliers repeated": (replace(metadata.k_outliers("k"), VT.ARRAY, np.zeros(n_out), VT.INT32), "outliers"),
-        "codebook nan": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [np.nan, 0, 1, 2], VT.FLOAT32), "d48.b2"),
-        "codebook short": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [0.0, 1.0], VT.FLOAT32), "d48.b2"),
-        "codebook wrong values": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [-2.0, -1.0, 1.0, 2.0], VT.FLOAT32),
-                                  "d48.b2"),
-        "codebook wrong type": (replace(metadata.k_codebook(48, 2), VT.ARRAY, [-2, -1, 1, 2], VT.INT32), "d48.b2"),
         "type bits": (replace(metadata.k_type_bits("tq2_5"), VT.ARRAY, [4, 2], VT.UINT32), "tq2_5"),
         "unknown type": (replace(metadata.K_TYPES, VT.ARRAY, ["tq9_9"], VT.STRING), "tq9_9"),
         "block size": (replace(metadata.K_BLOCK, VT.UINT32, 32), "block_size"),
@@ -64,4 +84,5 @@ def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
                          "k.center"),
         "k center wrong type": (add(metadata.K_K_CENTER, VT.ARRAY, [0] * (n_layer * n_kv * head_dim), VT.INT32),
                                 "k.center"),
+        "k center beyond f16": (add(metadata.K_K_CENTER, VT.ARRAY, big, VT.FLOAT32), "k.center"),
     }

@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -83,8 +84,10 @@ def test_unprepared_model_is_refused_with_one_clear_line(llama_bin, smollm2, tex
               "-ctk", "tq2_5", "-ctv", "tq2_5"])
     _no_crash(r)
     assert r.returncode != 0
-    assert "needs the model's TurboQuant metadata, but the model has no turboquant.* metadata" in r.stderr
-    assert "tqgguf prepare" in r.stderr
+    # one line, not the fit trial's and the real context's each with upstream's follow-ups
+    said = [l for l in r.stderr.splitlines() if "tqgguf prepare" in l or "failed to" in l or "unable to" in l]
+    assert len(said) == 1, said
+    assert "needs the model's TurboQuant metadata, but the model has no turboquant.* metadata" in said[0]
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +95,14 @@ def corrupt_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("corrupt")
 
 
-@pytest.mark.parametrize("case", sorted(corrupt.cases(30, 3, 64)))
+CORRUPTIONS = {**{k: (e, n, True) for k, (e, n) in corrupt.cases(30, 3, 64).items()},
+               **{k: (e, n, False) for k, (e, n) in corrupt.unsealed_cases().items()}}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
 def test_corrupted_metadata_is_refused(llama_bin, prepared_smollm2, text, corrupt_dir, case):
-    edit, needle = corrupt.cases(30, 3, 64)[case]
-    bad = corrupt.rewrite(prepared_smollm2, corrupt_dir / "bad.gguf", edit)
+    edit, needle, reseal = CORRUPTIONS[case]
+    bad = corrupt.rewrite(prepared_smollm2, corrupt_dir / "bad.gguf", edit, reseal=reseal)
     try:
         r = _run([llama_bin / "llama-perplexity", "-m", bad, "-f", text, "-c", 128, "--chunks", 1,
                   "-ctk", "tq2_5", "-ctv", "tq2_5"])
@@ -105,6 +112,21 @@ def test_corrupted_metadata_is_refused(llama_bin, prepared_smollm2, text, corrup
     assert r.returncode != 0
     errors = [l for l in r.stderr.splitlines() if "tqgguf prepare" in l or "gguf_init" in l]
     assert errors and any(needle in l for l in errors), r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("delta", [10.0, -10.0])
+def test_k_centers_changed_after_prepare_are_refused(llama_bin, centered_smollm2, text, corrupt_dir, delta):
+    """Plausible values, wrong ones: a K center moved by 10 in every element gave PPL in the
+    thousands without a word before the checksum."""
+    bad = corrupt.rewrite(centered_smollm2, corrupt_dir / "shifted.gguf", corrupt.shift_k_center(delta), reseal=False)
+    try:
+        r = _run([llama_bin / "llama-perplexity", "-m", bad, "-f", text, "-c", 128, "--chunks", 1,
+                  "-ctk", "tq2_5", "-ctv", "tq2_5"])
+    finally:
+        bad.unlink()
+    _no_crash(r)
+    assert r.returncode != 0
+    assert any("turboquant.checksum" in l and "tqgguf prepare" in l for l in r.stderr.splitlines()), r.stderr[-3000:]
 
 
 def _free_port() -> int:
@@ -154,6 +176,60 @@ def test_server_serves_parallel_requests_with_a_tq_cache(llama_bin, prepared_smo
         proc.wait(timeout=30)
         log.close()
     assert "K (tq2_5)" in (tmp_path / "server.log").read_text()
+
+
+class _Server:
+    """llama-server on a free loopback port, its log in a file; stopped on exit."""
+
+    def __init__(self, llama_bin, model, log, *args):
+        self.port = _free_port()
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen([str(llama_bin / "llama-server"), "-m", str(model), "--host", "127.0.0.1",
+                                      "--port", str(self.port), *map(str, args)], stdout=self.log, stderr=subprocess.STDOUT)
+
+    def __enter__(self):
+        _wait_http(f"http://127.0.0.1:{self.port}/health", self.proc)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def post(self, path, body):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+
+def test_slot_state_restores_only_into_the_metadata_it_was_saved_under(llama_bin, prepared_smollm2, tmp_path):
+    """A TQ cache's rows mean something only under their model's transforms: a slot saved with one
+    prepared copy restores into the same copy and is refused, in one log line, by a copy prepared
+    with another seed (before, it restored and the model continued with noise)."""
+    other = tmp_path / "other-seed.tq.gguf"
+    run = subprocess.run([os.sys.executable, "-m", "tqgguf.cli", "prepare", str(prepared_smollm2), "-o", str(other),
+                          "--seed", "99", "--no-center-k", "-q"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    args = ["-c", 512, "-fa", "on", "-ctk", "tq2_5", "-ctv", "tq2_5", "--slot-save-path", slots]
+    with _Server(llama_bin, prepared_smollm2, tmp_path / "a.log", *args) as srv:
+        status, js = srv.post("/completion", {"prompt": "The capital of France is", "n_predict": 8, "temperature": 0,
+                                              "id_slot": 0})
+        assert status == 200, js
+        status, js = srv.post("/slots/0?action=save", {"filename": "s.bin"})
+        assert status == 200, js
+        status, js = srv.post("/slots/0?action=restore", {"filename": "s.bin"})
+        assert status == 200, js  # the same metadata restores
+    with _Server(llama_bin, other, tmp_path / "b.log", *args) as srv:
+        status, js = srv.post("/slots/0?action=restore", {"filename": "s.bin"})
+    assert status != 200, js
+    lines = [l for l in (tmp_path / "b.log").read_text().splitlines() if "TurboQuant metadata" in l]
+    assert len(lines) == 1 and "turboquant.checksum" in lines[0], lines
 
 
 def _state_tests(llama_bin, model, ctk, ctv, cwd):

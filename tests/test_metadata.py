@@ -39,6 +39,29 @@ def test_malformed_metadata_is_refused(prepared, tmp_path, case):
     assert_one_line_error(run_cli("inspect", str(bad)), needle)
 
 
+@pytest.mark.parametrize("case", sorted(corrupt.unsealed_cases()))
+def test_metadata_changed_after_prepare_is_refused(prepared, tmp_path, case):
+    edit, needle = corrupt.unsealed_cases()[case]
+    bad = corrupt.rewrite(prepared, tmp_path / "bad.gguf", edit, reseal=False)
+    assert_one_line_error(run_cli("inspect", str(bad)), needle)
+
+
+def test_checksum_covers_every_turboquant_record_and_nothing_else(prepared):
+    kvs = read_header(prepared).kvs
+    base = metadata.checksum(kvs)
+    assert base == read_header(prepared).get(metadata.K_CHECKSUM)
+    # a change to the model's own keys does not touch it; reordering records does not either
+    other = [kv for kv in kvs if not kv.key.startswith(metadata.PREFIX)]
+    assert metadata.checksum(other[:1] + kvs[::-1]) == base
+    for kv in kvs:
+        if kv.key.startswith(metadata.PREFIX) and kv.key != metadata.K_CHECKSUM:
+            flipped = bytearray(kv.raw)
+            flipped[-1] ^= 1
+            edited = [k if k is not kv else metadata.KV(kv.key, kv.type, kv.value, kv.elem_type, bytes(flipped))
+                      for k in kvs]
+            assert metadata.checksum(edited) != base, kv.key
+
+
 def test_k_center_round_trips(tmp_path):
     from tqgguf.harness import synth
     from tqgguf.gguf_file import read_header

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from . import assets, blocks, metadata, prepare as prep
+from . import assets, blocks, codebook, metadata, prepare as prep
 from .harness import bench as bn, compare as cmp, llama as ll, recall as rc
 from .gguf_file import GGUFError, read_header
 
@@ -120,7 +120,11 @@ def inspect(model, as_json, show_outliers):
         "head_dim": meta.head_dim,
         "outlier_method": meta.outlier_method,
         "bits_per_value": cost,
-        "codebooks": {metadata.k_codebook(d, b): [float(x) for x in c] for (d, b), c in meta.codebooks().items()},
+        "checksum": f"{hdr.get(metadata.K_CHECKSUM):#018x}",
+        # fixed by the block layout (ggml computes the same), so not in the metadata: shown for reference
+        "codebooks": {f"d{d}.b{b}": [float(x) for x in codebook.scaled_f32(d, b)]
+                      for d, b in sorted({(blocks.HI, blocks.layout(t).hi_bits) for t in meta.types}
+                                         | {(blocks.LO, blocks.layout(t).lo_bits) for t in meta.types})},
         "layer_seeds": {k: [int(x) for x in v] for k, v in meta.layer_seeds.items()},
     }
     if show_outliers or as_json:
@@ -128,7 +132,8 @@ def inspect(model, as_json, show_outliers):
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
-    click.echo(f"turboquant format {info['format_version']}, seed {meta.seed:#x}, outliers from {meta.outlier_method}")
+    click.echo(f"turboquant format {info['format_version']}, seed {meta.seed:#x}, outliers from {meta.outlier_method}, "
+               f"checksum {info['checksum']}")
     click.echo(f"{meta.n_layer} layers x {meta.n_kv_head} KV heads, head size K {meta.head_dim['k']}, V {meta.head_dim['v']}")
     for t in meta.types:
         lay = blocks.layout(t)
@@ -136,7 +141,7 @@ def inspect(model, as_json, show_outliers):
                    f"+ 2 f16 scales per {blocks.BLOCK} values = {lay.bits_per_value:.3f} bits/value "
                    f"({16 / lay.bits_per_value:.2f}x smaller than f16)")
     for name, c in info["codebooks"].items():
-        click.echo(f"  {name}: " + " ".join(f"{x:+.4f}" for x in c))
+        click.echo(f"  codebook {name} (built in): " + " ".join(f"{x:+.4f}" for x in c))
     for kind in metadata.KINDS:
         seeds = meta.layer_seeds[kind]
         click.echo(f"  {kind} layer seeds: {seeds[0]:#018x} ... ({len(seeds)})")

@@ -6,17 +6,18 @@ same keys (patches/, src/llama-turboquant.cpp) and applies the same checks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from gguf.constants import GGUFValueType as VT
 
-from . import blocks, codebook
+from . import blocks
 from .gguf_file import Header, KV, make_kv
 
 PREFIX = "turboquant."
-FORMAT_VERSION = 1
+# 2: codebooks left the metadata (they are fixed by the block layout: ggml computes them once),
+# and turboquant.checksum seals every other turboquant.* record.
+FORMAT_VERSION = 2
 
 K_VERSION = "turboquant.format_version"      # u32: FORMAT_VERSION
 K_SEED = "turboquant.seed"                   # u64: master seed of every rotation
@@ -26,7 +27,7 @@ K_BLOCK_HI = "turboquant.block_hi"           # u32: outlier-group slots per bloc
 K_LAYERS = "turboquant.layer_count"          # u32: layers covered
 K_KV_HEADS = "turboquant.kv_head_count"      # u32: KV heads per layer
 K_OUTLIER_METHOD = "turboquant.outlier_method"  # str: how outlier channels were chosen
-K_CODEBOOK_SCALE = "turboquant.codebook_scale"  # str: "sqrt_dim": centroids times sqrt(group size)
+K_CHECKSUM = "turboquant.checksum"          # u64: FNV-1a 64 of every other turboquant.* record (seal)
 K_K_CENTER = "turboquant.k.center"            # [f32] n_layer * n_kv_head * k head_dim, optional: calibrated mean
                                               # K row (after RoPE) per head; the cache stores T (k - mu)
 
@@ -43,15 +44,30 @@ def k_outliers(kind: str) -> str:            # [i32] n_layer * n_kv_head * head_
     return f"turboquant.{kind}.outliers"
 
 
-def k_codebook(dim: int, bits: int) -> str:  # [f32] 2^bits sorted centroids, times sqrt(dim)
-    return f"turboquant.codebook.d{dim}.b{bits}"
-
-
 def k_type_bits(type_name: str) -> str:      # [u32] (hi bits, lo bits) of a TQ type
     return f"turboquant.{type_name}.bits"
 
 
 KINDS = ("k", "v")
+
+# A K center beyond f16's range cannot be the mean of keys that an f16 cache could hold.
+K_CENTER_MAX = 65504.0
+
+
+def checksum(kvs: list[KV]) -> int:
+    """FNV-1a 64 over the raw GGUF records of every turboquant.* key but the checksum itself,
+    sorted by key: the reader recomputes it, so a record changed after prepare cannot load."""
+    h = 0xCBF29CE484222325
+    for raw in sorted((kv.key, kv.raw) for kv in kvs if kv.key.startswith(PREFIX) and kv.key != K_CHECKSUM):
+        for b in raw[1]:
+            h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def seal(kvs: list[KV]) -> list[KV]:
+    """``kvs`` with turboquant.checksum (re)computed over its turboquant.* records, last."""
+    kept = [kv for kv in kvs if kv.key != K_CHECKSUM]
+    return kept + [make_kv(K_CHECKSUM, VT.UINT64, checksum(kept))]
 
 
 @dataclass
@@ -67,13 +83,6 @@ class TQMeta:
     outlier_method: str = "weights"        # outliers.py; chosen by docs/ablation.md table 2
     k_center: np.ndarray | None = None     # (n_layer, n_kv_head, k head_dim) or None (docs/ablation.md tables 5, 8)
 
-    def codebooks(self) -> dict[tuple[int, int], np.ndarray]:
-        need = set()
-        for t in self.types:
-            lay = blocks.layout(t)
-            need |= {(blocks.HI, lay.hi_bits), (blocks.LO, lay.lo_bits)}
-        return {(d, b): codebook.scaled_f32(d, b) for d, b in sorted(need)}
-
     def to_kvs(self) -> list[KV]:
         kvs = [
             make_kv(K_VERSION, VT.UINT32, FORMAT_VERSION),
@@ -84,20 +93,17 @@ class TQMeta:
             make_kv(K_LAYERS, VT.UINT32, self.n_layer),
             make_kv(K_KV_HEADS, VT.UINT32, self.n_kv_head),
             make_kv(K_OUTLIER_METHOD, VT.STRING, self.outlier_method),
-            make_kv(K_CODEBOOK_SCALE, VT.STRING, "sqrt_dim"),
         ]
         for t in self.types:
             lay = blocks.layout(t)
             kvs.append(make_kv(k_type_bits(t), VT.ARRAY, [lay.hi_bits, lay.lo_bits], VT.UINT32))
-        for (d, b), c in self.codebooks().items():
-            kvs.append(make_kv(k_codebook(d, b), VT.ARRAY, c, VT.FLOAT32))
         for kind in KINDS:
             kvs.append(make_kv(k_head_dim(kind), VT.UINT32, self.head_dim[kind]))
             kvs.append(make_kv(k_layer_seeds(kind), VT.ARRAY, self.layer_seeds[kind], VT.UINT64))
             kvs.append(make_kv(k_outliers(kind), VT.ARRAY, self.outliers[kind].reshape(-1), VT.INT32))
         if self.k_center is not None:
             kvs.append(make_kv(K_K_CENTER, VT.ARRAY, self.k_center.reshape(-1).astype(np.float32), VT.FLOAT32))
-        return kvs
+        return seal(kvs)
 
 
 class MetadataError(ValueError):
@@ -131,8 +137,10 @@ def read(hdr: Header) -> TQMeta:
                             "run `tqgguf prepare` again")
     if _get(hdr, K_BLOCK, VT.UINT32) != blocks.BLOCK or _get(hdr, K_BLOCK_HI, VT.UINT32) != blocks.HI:
         raise MetadataError(f"{K_BLOCK}/{K_BLOCK_HI} must be {blocks.BLOCK}/{blocks.HI}")
-    if _get(hdr, K_CODEBOOK_SCALE, VT.STRING) != "sqrt_dim":
-        raise MetadataError(f"{K_CODEBOOK_SCALE} must be 'sqrt_dim'")
+    stored = _get(hdr, K_CHECKSUM, VT.UINT64)
+    if stored != checksum(hdr.kvs):
+        raise MetadataError(f"{K_CHECKSUM} does not match the turboquant.* records: the metadata was changed "
+                            "after `tqgguf prepare`; prepare the model again")
     types = list(_get(hdr, K_TYPES, VT.ARRAY, VT.STRING))
     for t in types:
         try:
@@ -161,17 +169,10 @@ def read(hdr: Header) -> TQMeta:
         if out.min() < 0 or out.max() >= d or np.any(np.diff(out, axis=-1) <= 0):
             raise MetadataError(f"{k_outliers(kind)}: each head's channels must be sorted, distinct and in [0, {d})")
         meta.outliers[kind] = out
-    for (dim, bits), expect in meta.codebooks().items():
-        key = k_codebook(dim, bits)
-        c = np.asarray(_get(hdr, key, VT.ARRAY, VT.FLOAT32, 1 << bits))
-        if not np.all(np.isfinite(c)) or np.any(np.diff(c) <= 0):
-            raise MetadataError(f"{key} must be finite and strictly increasing")
-        if np.max(np.abs(c - expect)) > 1e-4 * math.sqrt(dim):
-            raise MetadataError(f"{key} is not the Lloyd-Max codebook for d={dim}, {bits} bits")
     if any(kv.key == K_K_CENTER for kv in hdr.kvs):
         d = meta.head_dim["k"]
         c = np.asarray(_get(hdr, K_K_CENTER, VT.ARRAY, VT.FLOAT32, n_layer * n_kv * d), dtype=np.float32)
-        if not np.all(np.isfinite(c)) or np.max(np.abs(c)) > 1e6:
-            raise MetadataError(f"{K_K_CENTER} must be finite (and below 1e6)")
+        if not np.all(np.isfinite(c)) or np.max(np.abs(c)) > K_CENTER_MAX:
+            raise MetadataError(f"{K_K_CENTER} must be finite and within f16's range (|x| <= {K_CENTER_MAX:g})")
         meta.k_center = c.reshape(n_layer, n_kv, d)
     return meta

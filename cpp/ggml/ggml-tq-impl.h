@@ -8,7 +8,7 @@
 extern "C" {
 #endif
 
-// The codebooks in use for a TQ type (ggml's own until ggml_tq_set_codebooks); never NULL.
+// The codebooks of a TQ type (computed once, read-only); never NULL.
 GGML_API const tq_codebooks * ggml_tq_codebooks(enum ggml_type type);
 
 GGML_API void quantize_row_tq2_5_ref(const float * x, void * y, int64_t k);

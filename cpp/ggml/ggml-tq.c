@@ -1,4 +1,4 @@
-// ggml-base side of the TQ types: process-wide codebooks and the row functions.
+// ggml-base side of the TQ types: the codebooks and the row functions.
 #include "ggml-tq-impl.h"
 #include "ggml-threading.h"
 
@@ -28,7 +28,9 @@ bool ggml_tq_default_codebook(int dim, int bits, float * out) {
     return tq_codebook_scaled(dim, bits, out) == 0;
 }
 
-// ggml's own codebooks, computed once (a few ms) on first use.
+// The codebooks are fixed by the block layout (Lloyd-Max for a rotated coordinate of a 16- or
+// 48-value group), so they are computed once (a few ms) on first use and never change: every
+// model and context in the process shares them, read-only.
 static void tq_ensure_defaults(void) {
     if (__atomic_load_n(&g_tq_ready, __ATOMIC_ACQUIRE)) {
         return;
@@ -41,7 +43,6 @@ static void tq_ensure_defaults(void) {
             tq_codebook_scaled(TQ_LO, tq_lo_bits((enum tq_type) t), lo);
             tq_codebook_init(&g_tq_cb[t].hi, tq_hi_bits((enum tq_type) t), hi);
             tq_codebook_init(&g_tq_cb[t].lo, tq_lo_bits((enum tq_type) t), lo);
-            g_tq_cb[t].rule = TQ_SCALE_NORM;
         }
         __atomic_store_n(&g_tq_ready, 1, __ATOMIC_RELEASE);
     }
@@ -51,20 +52,6 @@ static void tq_ensure_defaults(void) {
 const tq_codebooks * ggml_tq_codebooks(enum ggml_type type) {
     tq_ensure_defaults();
     return &g_tq_cb[tq_type_of(type)];
-}
-
-bool ggml_tq_set_codebooks(enum ggml_type type, const float * hi, const float * lo) {
-    if (!ggml_tq_is_tq(type)) {
-        return false;
-    }
-    tq_ensure_defaults();
-    const enum tq_type t = tq_type_of(type);
-    tq_codebooks cb = g_tq_cb[t];
-    if (tq_codebook_init(&cb.hi, tq_hi_bits(t), hi) != 0 || tq_codebook_init(&cb.lo, tq_lo_bits(t), lo) != 0) {
-        return false;
-    }
-    g_tq_cb[t] = cb;
-    return true;
 }
 
 void ggml_tq_get_codebooks(enum ggml_type type, const float ** hi, const float ** lo) {

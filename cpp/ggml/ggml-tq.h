@@ -20,11 +20,8 @@ GGML_API int ggml_tq_bits(enum ggml_type type, bool hi);
 // times sqrt(dim) (the values `tqgguf prepare` writes). False on a bad argument.
 GGML_API bool ggml_tq_default_codebook(int dim, int bits, float * out);
 
-// Replace the process-wide codebooks of a TQ type (2^hi_bits and 2^lo_bits floats, finite and
-// strictly increasing). False, changing nothing, if they are not.
-GGML_API bool ggml_tq_set_codebooks(enum ggml_type type, const float * hi, const float * lo);
-
-// The codebooks in use (2^bits floats each), e.g. to pass to a GPU kernel.
+// The codebooks of a TQ type (2^bits floats each, read-only, the same for every model), e.g. to
+// pass to a GPU kernel.
 GGML_API void ggml_tq_get_codebooks(enum ggml_type type, const float ** hi, const float ** lo);
 
 // The d x d orthogonal transform (row-major, y = T x) of KV head `head` of a layer whose seed is

@@ -1,13 +1,21 @@
 #include "llama-tq.h"
 
+#include "llama-model.h"
+#include "llama.h"
+
 #include "ggml-tq.h"
 #include "gguf.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <stdexcept>
 
 static const char * TQ_FIX = "run `tqgguf prepare` on the model first";
-static const uint32_t TQ_FORMAT_VERSION = 1;
+static const uint32_t TQ_FORMAT_VERSION = 2;
+// A K center beyond f16's range cannot be the mean of keys that an f16 cache could hold.
+static const float TQ_K_CENTER_MAX = 65504.0f;
 
 namespace {
 
@@ -68,6 +76,54 @@ struct tq_reader {
 
 const char * kind_name(int kind) { return kind == 0 ? "k" : "v"; }
 
+// FNV-1a 64 over GGUF records as they stand in the file (tqgguf/metadata.py's checksum())
+struct fnv1a64 {
+    uint64_t h = 0xcbf29ce484222325ull;
+    void bytes(const void * p, size_t n) {
+        for (size_t i = 0; i < n; ++i) {
+            h = (h ^ ((const uint8_t *) p)[i]) * 0x100000001b3ull;
+        }
+    }
+    template <typename T> void le(T v) { bytes(&v, sizeof(v)); } // GGUF is little-endian, as are ggml's hosts
+    void str(const char * s) { const size_t n = strlen(s); le<uint64_t>(n); bytes(s, n); }
+};
+
+size_t scalar_size(gguf_type t) {
+    switch (t) {
+        case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
+        case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
+        case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
+        case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
+        default: return 0;
+    }
+}
+
+// The record of key `id` (key, type, value) in GGUF's encoding.
+void hash_record(fnv1a64 & f, const gguf_context * ctx, int64_t id) {
+    f.str(gguf_get_key(ctx, id));
+    const gguf_type t = gguf_get_kv_type(ctx, id);
+    f.le<uint32_t>(t);
+    if (t == GGUF_TYPE_STRING) {
+        f.str(gguf_get_val_str(ctx, id));
+    } else if (t == GGUF_TYPE_ARRAY) {
+        const gguf_type et = gguf_get_arr_type(ctx, id);
+        const size_t n = gguf_get_arr_n(ctx, id);
+        f.le<uint32_t>(et);
+        f.le<uint64_t>(n);
+        if (et == GGUF_TYPE_STRING) {
+            for (size_t i = 0; i < n; ++i) {
+                f.str(gguf_get_arr_str(ctx, id, i));
+            }
+        } else if (et == GGUF_TYPE_ARRAY) {
+            throw std::runtime_error(std::string(gguf_get_key(ctx, id)) + " is an array of arrays");
+        } else {
+            f.bytes(gguf_get_arr_data(ctx, id), n * scalar_size(et));
+        }
+    } else {
+        f.bytes(gguf_get_val_data(ctx, id), scalar_size(t));
+    }
+}
+
 } // namespace
 
 void llama_tq_meta::load(const gguf_context * ctx) {
@@ -91,8 +147,23 @@ void llama_tq_meta::load(const gguf_context * ctx) {
         if (r.u32("turboquant.block_size") != GGML_TQ_BLOCK || r.u32("turboquant.block_hi") != GGML_TQ_HI) {
             throw std::runtime_error("turboquant.block_size/block_hi do not match this build's TQ blocks");
         }
-        if (r.str("turboquant.codebook_scale") != "sqrt_dim") {
-            throw std::runtime_error("turboquant.codebook_scale must be sqrt_dim");
+        // the seal: every other turboquant.* record, sorted by key, as prepare wrote it
+        checksum = r.u64("turboquant.checksum");
+        std::vector<std::pair<std::string, int64_t>> recs;
+        for (int64_t i = 0; i < gguf_get_n_kv(ctx); ++i) {
+            const std::string key = gguf_get_key(ctx, i);
+            if (key.rfind("turboquant.", 0) == 0 && key != "turboquant.checksum") {
+                recs.emplace_back(key, i);
+            }
+        }
+        std::sort(recs.begin(), recs.end());
+        fnv1a64 f;
+        for (const auto & [key, id] : recs) {
+            hash_record(f, ctx, id);
+        }
+        if (f.h != checksum) {
+            throw std::runtime_error("turboquant.checksum does not match the turboquant.* records: the metadata was "
+                                     "changed after `tqgguf prepare`");
         }
         types = r.strs("turboquant.types");
         n_layer   = r.u32("turboquant.layer_count");
@@ -128,29 +199,12 @@ void llama_tq_meta::load(const gguf_context * ctx) {
             if ((int) bits[0] != ggml_tq_bits(type, true) || (int) bits[1] != ggml_tq_bits(type, false)) {
                 throw std::runtime_error("turboquant." + t + ".bits does not match the " + t + " block layout");
             }
-            for (const bool hi : {true, false}) {
-                const int dim = hi ? GGML_TQ_HI : GGML_TQ_BLOCK - GGML_TQ_HI;
-                const int b = ggml_tq_bits(type, hi);
-                const std::string key = "turboquant.codebook.d" + std::to_string(dim) + ".b" + std::to_string(b);
-                auto c = r.arr<float>(key, GGUF_TYPE_FLOAT32, (size_t) 1 << b);
-                std::vector<float> own((size_t) 1 << b);
-                ggml_tq_default_codebook(dim, b, own.data());
-                for (size_t i = 0; i < c.size(); ++i) {
-                    if (!std::isfinite(c[i]) || (i > 0 && !(c[i] > c[i - 1]))) {
-                        throw std::runtime_error(key + " must be finite and strictly increasing");
-                    }
-                    if (std::fabs(c[i] - own[i]) > 1e-5f * std::sqrt((float) dim)) {
-                        throw std::runtime_error(key + " is not the Lloyd-Max codebook this build computes");
-                    }
-                }
-                codebooks[{dim, b}] = c;
-            }
         }
         if (gguf_find_key(ctx, "turboquant.k.center") >= 0) {
             k_center = r.arr<float>("turboquant.k.center", GGUF_TYPE_FLOAT32, (size_t) n_layer * n_kv_head * head_dim[0]);
             for (const float c : k_center) {
-                if (!std::isfinite(c) || std::fabs(c) > 1e6f) {
-                    throw std::runtime_error("turboquant.k.center must be finite (and below 1e6)");
+                if (!std::isfinite(c) || std::fabs(c) > TQ_K_CENTER_MAX) {
+                    throw std::runtime_error("turboquant.k.center must be finite and within f16's range");
                 }
             }
         }
@@ -186,11 +240,6 @@ void llama_tq_meta::require(ggml_type type_k, ggml_type type_v, uint32_t n_layer
         if (!prepared) {
             throw std::runtime_error(what + ": the model was not prepared for " + ggml_type_name(t) + ": " + TQ_FIX +
                                      " (with --types including " + ggml_type_name(t) + ")");
-        }
-        const auto & hi = codebooks.at({GGML_TQ_HI, ggml_tq_bits(t, true)});
-        const auto & lo = codebooks.at({GGML_TQ_BLOCK - GGML_TQ_HI, ggml_tq_bits(t, false)});
-        if (!ggml_tq_set_codebooks(t, hi.data(), lo.data())) {
-            throw std::runtime_error(what + ": ggml refused the model's codebooks: " + TQ_FIX);
         }
     }
 }
@@ -264,4 +313,34 @@ ggml_tensor * llama_tq_apply(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
     ggml_mul_mat_set_hint(y, GGML_HINT_SRC0_IS_TQ_TRANSFORM);
     y = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, y, d, n_tokens, n_head), 0, 2, 1, 3)); // [d, n_head, n_tokens]
     return ggml_reshape(ctx, y, x);
+}
+
+void llama_tq_require(const llama_model & model, ggml_type type_k, ggml_type type_v) {
+    const llama_hparams & hp = model.hparams;
+    if (hp.is_mla()) {
+        throw std::runtime_error(std::string(ggml_type_name(ggml_tq_is_tq(type_k) ? type_k : type_v)) +
+                                 " KV cache: MLA attention is not supported by TQ caches");
+    }
+    model.tq.require(type_k, type_v, hp.n_layer_all, hp.n_head_kv(0), hp.n_embd_head_k(0), hp.n_embd_head_v(0));
+    for (uint32_t il = 0; il < hp.n_layer_all; ++il) {
+        if (hp.has_kv(il) && (hp.n_head_kv(il) != hp.n_head_kv(0) || hp.n_embd_head_k(il) != hp.n_embd_head_k(0) ||
+                              hp.n_embd_head_v(il) != hp.n_embd_head_v(0))) {
+            throw std::runtime_error("TQ KV caches need the same head count and head sizes in every layer");
+        }
+    }
+}
+
+int32_t llama_model_tq_check(const llama_model * model, ggml_type type_k, ggml_type type_v, char * buf, size_t buf_size) {
+    if (!ggml_tq_is_tq(type_k) && !ggml_tq_is_tq(type_v)) {
+        return 0;
+    }
+    try {
+        llama_tq_require(*model, type_k, type_v);
+        return 0;
+    } catch (const std::exception & e) {
+        if (buf && buf_size) {
+            snprintf(buf, buf_size, "%s", e.what());
+        }
+        return -1;
+    }
 }

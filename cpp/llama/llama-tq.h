@@ -6,12 +6,12 @@
 #include "ggml.h"
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
 struct gguf_context;
+struct llama_model;
 
 struct llama_tq_meta {
     bool        present = false; // the model has turboquant.* keys
@@ -23,7 +23,7 @@ struct llama_tq_meta {
     std::vector<uint64_t> layer_seeds[2];    // per layer
     std::vector<int32_t>  outliers[2];       // n_layer * n_kv_head * head_dim/4
     std::vector<std::string> types;
-    std::map<std::pair<int, int>, std::vector<float>> codebooks; // (dim, bits) -> centroids * sqrt(dim)
+    uint64_t checksum = 0;                   // turboquant.checksum: ties saved states to this metadata
     // optional turboquant.k.center: a calibrated mean K row (after RoPE) per layer and head,
     // n_layer * n_kv_head * head_dim[0]; empty when the model has none
     std::vector<float> k_center;
@@ -32,7 +32,7 @@ struct llama_tq_meta {
     void load(const gguf_context * ctx);
 
     // Throw std::runtime_error, one line naming `tqgguf prepare`, unless a cache with these types
-    // can be built for a model of this shape; on success install the model's codebooks in ggml.
+    // can be built for a model of this shape.
     void require(ggml_type type_k, ggml_type type_v, uint32_t n_layer_model, uint32_t n_kv_head_model,
                  uint32_t head_dim_k, uint32_t head_dim_v) const;
 
@@ -49,3 +49,7 @@ struct llama_tq_meta {
 // y = T x for every head of x ([d, n_head, n_tokens], or [d*n_head, n_tokens] with d = T->ne[0]);
 // T is [d, d, n_kv_head] and head h uses T[h / (n_head / n_kv_head)], as attention does.
 ggml_tensor * llama_tq_apply(ggml_context * ctx, ggml_tensor * x, ggml_tensor * T);
+
+// Throw std::runtime_error, one line naming `tqgguf prepare`, unless a KV cache with these types can
+// be built for this model (its TurboQuant metadata, and head counts and sizes the same in every layer).
+void llama_tq_require(const llama_model & model, ggml_type type_k, ggml_type type_v);
