@@ -3,6 +3,10 @@ import errno
 import hashlib
 import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +161,58 @@ def test_disk_full_leaves_nothing(tiny_model, tmp_path, monkeypatch):
 
 def test_inspect_refuses_an_unprepared_model(tiny_model):
     assert_one_line_error(run_cli("inspect", str(tiny_model)), "tqgguf prepare")
+
+
+# ---- the output: checked before any work --------------------------------------------
+
+def _unwritable(tmp_path, case):
+    """(-o path, command prefix, needle) for an output folder that even root cannot write into."""
+    if case == "missing folder":
+        return tmp_path / "missing" / "out.gguf", [], "does not exist"
+    if case == "under a file":
+        (tmp_path / "file").write_text("")
+        return tmp_path / "file" / "out.gguf", [], "not a folder"
+    if case == "sysfs":  # the kernel lets nobody create files in /sys, root included
+        if not os.path.isdir("/sys/kernel"):
+            pytest.skip("no sysfs")
+        try:
+            os.close(os.open("/sys/.tqgguf-probe", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError:
+            return Path("/sys/out.gguf"), [], "no permission"
+        os.unlink("/sys/.tqgguf-probe")
+        pytest.skip("/sys takes new files here")
+    if case == "read-only mount":  # a read-only tmpfs in a mount namespace of the command's own
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        if not shutil.which("unshare"):
+            pytest.skip("no unshare(1)")
+        return ro / "out.gguf", ["unshare", "-m", "sh", "-c",
+                                 f'mount -t tmpfs -o ro tmpfs "{ro}" 2>/dev/null || exit 77; exec "$@"', "sh"], \
+            "read-only file system"
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("case", ["missing folder", "under a file", "sysfs", "read-only mount"])
+def test_refuses_an_unwritable_output(tiny_model, tmp_path, case):
+    out, prefix, needle = _unwritable(tmp_path, case)
+    r = subprocess.run([*prefix, sys.executable, "-m", "tqgguf.cli", "prepare", str(tiny_model), "-o", str(out)],
+                       capture_output=True, text=True)
+    if r.returncode == 77:
+        pytest.skip("cannot mount in a mount namespace here")
+    assert_one_line_error(r, needle, "choose another -o")
+    assert r.returncode == 1 and not os.path.exists(out)
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tiny_model, tmp_path, monkeypatch):
+    def work(*a, **kw):
+        raise AssertionError("prepare worked before checking its output")
+
+    monkeypatch.setattr(prepare, "_calibration", work)
+    monkeypatch.setattr(prepare, "build_metadata", work)
+    with pytest.raises(prepare.PrepareError, match="does not exist"):
+        prepare.prepare_file(str(tiny_model), str(tmp_path / "missing" / "out.gguf"), 1, ["tq2_5"],
+                             center_text=prepare.CALIBRATION_TEXT.read_text())
+
+
+def test_refuses_a_folder_as_output(tiny_model, tmp_path):
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(tmp_path)), "is a folder", "tiny.tq.gguf")

@@ -54,7 +54,7 @@ def main():
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@click.option("-o", "--output", type=click.Path(),
               help="Where to write the prepared model [default: MODEL.tq.gguf beside the input].")
 @click.option("--in-place", is_flag=True, help="Rewrite MODEL itself (atomically) instead of a copy.")
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=prep.DEFAULT_SEED, show_default=True,
@@ -91,13 +91,15 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
         if not quiet:
             click.echo(f"tqgguf: note: no K centering ({why}); the metadata stays data-free", err=True)
 
-    text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace") if center_k else None
-    try:
-        # the packaged text steps aside where centering cannot run; a text asked for does not
-        prep.prepare_file(model, dst, seed, types, bar, center_text=text, center_tokens=calibration_tokens,
-                          skip_center=None if calibration else skip_center)
-    except prep.CalibrationError as e:
-        raise UserError(f"--calibration: {e}") from None
+    # the temp file first: an output that cannot be written is refused before any work
+    with prep.TempOutput(dst) as out:
+        text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace") if center_k else None
+        try:
+            # the packaged text steps aside where centering cannot run; a text asked for does not
+            prep.prepare_file(model, out, seed, types, bar, center_text=text, center_tokens=calibration_tokens,
+                              skip_center=None if calibration else skip_center)
+        except prep.CalibrationError as e:
+            raise UserError(f"--calibration: {e}") from None
     click.echo(dst)
 
 

@@ -4,6 +4,9 @@ The output is the input's header with every ``turboquant.*`` key replaced (other
 kept in order, byte for byte), then the input's data section copied verbatim in
 chunks: memory stays flat however large the model is. The file appears under its
 final name only when complete (temp file in the same folder, fsync, rename).
+
+The temp file is created before any work, so an output that cannot be written is
+refused at once (TempOutput).
 """
 
 from __future__ import annotations
@@ -111,33 +114,98 @@ def default_output(src: str) -> str:
     return stem + ".tq.gguf"
 
 
-def write_atomic(src: str, dst: str, new_hdr: Header, old_hdr: Header,
-                 progress: Callable[[int], None] = lambda n: None) -> None:
-    """Write header + src's data section to dst via a temp file in dst's folder."""
-    folder = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=".tqgguf-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            out.write(header_bytes(new_hdr))
-            inp.seek(old_hdr.data_offset)
-            while chunk := inp.read(COPY_CHUNK):
-                out.write(chunk)
-                progress(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        if os.path.exists(dst):
-            os.chmod(tmp, os.stat(dst).st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException as e:
+def _os_error(dst: str, folder: str, e: OSError, creating: bool = False) -> PrepareError:
+    """One line for an OSError met while writing dst through a temp file in folder
+    (``creating``: while creating that temp file, where the folder is what is wrong)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PrepareError(f"disk full while writing {dst}; nothing was written")
+    if not creating:
+        return PrepareError(f"cannot write {dst}: {e.strerror}")
+    if e.errno == errno.ENOENT and not os.path.isdir(folder):
+        return PrepareError(f"cannot write {dst}: folder {folder} does not exist; create it or choose another -o")
+    if e.errno == errno.ENOTDIR:
+        return PrepareError(f"cannot write {dst}: {folder} is not a folder; choose another -o")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return PrepareError(f"cannot write {dst}: no permission to create files in {folder}; choose another -o")
+    if e.errno == errno.EROFS:
+        return PrepareError(f"cannot write {dst}: {folder} is on a read-only file system; choose another -o")
+    return PrepareError(f"cannot write {dst}: cannot create a file in {folder} ({e.strerror}); choose another -o")
+
+
+class TempOutput:
+    """The file prepare is writing: a temp file beside its destination, created at once.
+
+    Creating it is the check that the output can be written, so it comes before any
+    work. ``dst`` as given is what the user named; ``path`` is the file that commit()
+    replaces. Use as a context manager: leaving it without commit() removes the temp file.
+    """
+
+    def __init__(self, dst: str):
+        self.dst = dst
+        self.path = os.path.abspath(dst)
+        self.folder = os.path.dirname(self.path)
+        if os.path.isdir(self.path):
+            raise PrepareError(f"output {dst} is a folder; give the file to write, e.g. "
+                               f"{os.path.join(dst, 'model.tq.gguf')}")
+        self.committed = False
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=".tqgguf-", suffix=".part", dir=self.folder)
+        except OSError as e:
+            raise _os_error(dst, self.folder, e, creating=True) from None
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        """Flush, fsync and rename the temp file onto ``path``, keeping an existing file's mode."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        try:
+            mode = os.stat(self.path).st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o644
+        os.fchmod(self.file.fileno(), mode)
+        os.replace(self.tmp, self.path)
+        self.committed = True
+        self.file.close()
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dfd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def discard(self) -> None:
+        if self.committed:
+            return
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise PrepareError(f"disk full while writing {dst}; nothing was written") from None
-        if isinstance(e, OSError):
-            raise PrepareError(f"cannot write {dst}: {e.strerror}") from None
-        raise
+            self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+    def __enter__(self) -> "TempOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+def write_atomic(src: str, dst: "str | TempOutput", new_hdr: Header, old_hdr: Header,
+                 progress: Callable[[int], None] = lambda n: None) -> None:
+    """Write header + src's data section to dst (a path, or a TempOutput already open) atomically."""
+    with contextlib.ExitStack() as stack:
+        out = dst if isinstance(dst, TempOutput) else stack.enter_context(TempOutput(dst))
+        try:
+            with open(src, "rb") as inp:
+                out.file.write(header_bytes(new_hdr))
+                inp.seek(old_hdr.data_offset)
+                while chunk := inp.read(COPY_CHUNK):
+                    out.file.write(chunk)
+                    progress(len(chunk))
+            out.commit()
+        except BaseException as e:
+            out.discard()
+            if isinstance(e, OSError):
+                raise _os_error(out.dst, out.folder, e) from None
+            raise
 
 
 def parse_types(text: str) -> list[str]:
@@ -156,6 +224,9 @@ def resolve_output(src: str, out: str | None, in_place: bool) -> str:
             raise PrepareError("--in-place and -o name different files; give one of them")
         return src
     dst = out or default_output(src)
+    if os.path.isdir(dst):
+        raise PrepareError(f"output {dst} is a folder; name the file, e.g. -o "
+                           f"{os.path.join(dst, os.path.basename(default_output(src)))}")
     if os.path.exists(dst) and os.path.samefile(dst, src) or os.path.abspath(dst) == os.path.abspath(src):
         raise PrepareError(f"output {dst} is the input; pass --in-place to modify the model itself")
     return dst
@@ -221,33 +292,37 @@ def k_centers(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> np.ndarray
     return _k_means(*_calibration(path, text, n_tokens))
 
 
-def prepare_file(src: str, dst: str, seed: int, types: list[str], progress=_no_progress,
+def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str], progress=_no_progress,
                  center_text: str | None = None, center_tokens: int = CENTER_TOKENS,
                  skip_center=None) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
+    ``dst``: a path, or a TempOutput the caller opened (and so checked) already; a path is
+    opened before any work, so an output that cannot be written is refused at once.
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
     ``center_text``: calibration text for the K centering (turboquant.k.center). Where it cannot
     run (CalibrationError), ``skip_center(why)`` is called and the metadata stays data-free; with
     no skip_center the error propagates.
     """
     hdr = read_model_header(src)
-    calibration = None
-    if center_text is not None:  # refuse (or step aside) before any work
-        try:
-            calibration = _calibration(src, center_text, center_tokens)
-        except CalibrationError as e:
-            if skip_center is None:
-                raise
-            skip_center(e.why)
-    with progress("choosing outlier channels", model_shape(hdr).n_layer) as update:
-        meta = build_metadata(src, hdr, seed, types, update)
-    if calibration is not None:
-        with progress("calibrating K centers", 1) as update:
-            meta.k_center = _k_means(*calibration)
-            update(1)
-    with progress("writing " + os.path.basename(dst), hdr.file_size - hdr.data_offset) as update:
-        write_atomic(src, dst, with_metadata(hdr, meta), hdr, update)
+    with contextlib.ExitStack() as stack:
+        out = dst if isinstance(dst, TempOutput) else stack.enter_context(TempOutput(dst))
+        calibration = None
+        if center_text is not None:  # refuse (or step aside) before any work
+            try:
+                calibration = _calibration(src, center_text, center_tokens)
+            except CalibrationError as e:
+                if skip_center is None:
+                    raise
+                skip_center(e.why)
+        with progress("choosing outlier channels", model_shape(hdr).n_layer) as update:
+            meta = build_metadata(src, hdr, seed, types, update)
+        if calibration is not None:
+            with progress("calibrating K centers", 1) as update:
+                meta.k_center = _k_means(*calibration)
+                update(1)
+        with progress("writing " + os.path.basename(out.dst), hdr.file_size - hdr.data_offset) as update:
+            write_atomic(src, out, with_metadata(hdr, meta), hdr, update)
 
 
 def read_model_header(path: str) -> Header:
