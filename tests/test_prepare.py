@@ -163,7 +163,11 @@ def test_inspect_refuses_an_unprepared_model(tiny_model):
     assert_one_line_error(run_cli("inspect", str(tiny_model)), "tqgguf prepare")
 
 
-# ---- the output: checked before any work --------------------------------------------
+# ---- the output: checked before any work, links kept -----------------------------------
+
+def _parts(*folders):
+    return [p for d in folders for p in os.listdir(d) if p.startswith(".tqgguf-") and p.endswith(".part")]
+
 
 def _unwritable(tmp_path, case):
     """(-o path, command prefix, needle) for an output folder that even root cannot write into."""
@@ -216,3 +220,42 @@ def test_an_unwritable_output_is_refused_before_any_work(tiny_model, tmp_path, m
 
 def test_refuses_a_folder_as_output(tiny_model, tmp_path):
     assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(tmp_path)), "is a folder", "tiny.tq.gguf")
+
+
+def test_refuses_a_link_to_the_input_as_output(tiny_model, tmp_path):
+    link = tmp_path / "link.gguf"
+    link.symlink_to(tiny_model.name)
+    sha = _sha(tiny_model)
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(link)), "--in-place")
+    assert link.is_symlink() and _sha(tiny_model) == sha
+
+
+def test_in_place_on_a_link_prepares_its_target_and_keeps_the_link(tiny_model, tmp_path):
+    want = tmp_path / "want.gguf"
+    run_cli("prepare", str(tiny_model), "-o", str(want), "-q", check=True)
+    links = tmp_path / "links"
+    links.mkdir()
+    link = links / "model.gguf"
+    link.symlink_to(os.path.join("..", tiny_model.name))  # relative, in another folder
+    r = run_cli("prepare", str(link), "--in-place", "-q", check=True)
+    assert r.stdout.strip() == str(link)
+    assert link.is_symlink() and os.readlink(link) == os.path.join("..", tiny_model.name)
+    assert _sha(tiny_model) == _sha(want)
+    assert not _parts(tmp_path, links)
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_output_through_a_link_writes_its_target(tiny_model, tmp_path, target_exists):
+    store = tmp_path / "store"
+    store.mkdir()
+    target = store / "out.gguf"
+    if target_exists:
+        target.write_bytes(b"old")
+        target.chmod(0o640)
+    link = tmp_path / "out.gguf"
+    link.symlink_to(target)
+    run_cli("prepare", str(tiny_model), "-o", str(link), "-q", check=True)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert metadata.has_metadata(read_header(target))
+    assert target.stat().st_mode & 0o777 == (0o640 if target_exists else 0o644)
+    assert not _parts(tmp_path, store)

@@ -55,8 +55,11 @@ def main():
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(),
-              help="Where to write the prepared model [default: MODEL.tq.gguf beside the input].")
-@click.option("--in-place", is_flag=True, help="Rewrite MODEL itself (atomically) instead of a copy.")
+              help="Where to write the prepared model [default: MODEL.tq.gguf beside the input]. If OUTPUT "
+                   "is a symbolic link, the file it points to is replaced and the link kept.")
+@click.option("--in-place", is_flag=True, help="Rewrite MODEL itself (atomically) instead of a copy. If MODEL "
+                                               "is a symbolic link, the file it points to is rewritten and the "
+                                               "link kept.")
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=prep.DEFAULT_SEED, show_default=True,
               help="Master seed of every rotation; per-layer K and V seeds derive from it.")
 @click.option("--types", "types_text", default="tq2_5,tq3_5", show_default=True,

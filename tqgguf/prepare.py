@@ -137,12 +137,14 @@ class TempOutput:
 
     Creating it is the check that the output can be written, so it comes before any
     work. ``dst`` as given is what the user named; ``path`` is the file that commit()
-    replaces. Use as a context manager: leaving it without commit() removes the temp file.
+    replaces: dst with symbolic links followed, so that a link stays a link and its
+    target gets the new bytes. Use as a context manager: leaving it without commit()
+    removes the temp file.
     """
 
     def __init__(self, dst: str):
         self.dst = dst
-        self.path = os.path.abspath(dst)
+        self.path = os.path.realpath(dst)
         self.folder = os.path.dirname(self.path)
         if os.path.isdir(self.path):
             raise PrepareError(f"output {dst} is a folder; give the file to write, e.g. "
@@ -220,14 +222,14 @@ def parse_types(text: str) -> list[str]:
 
 def resolve_output(src: str, out: str | None, in_place: bool) -> str:
     if in_place:
-        if out is not None and os.path.abspath(out) != os.path.abspath(src):
+        if out is not None and os.path.realpath(out) != os.path.realpath(src):
             raise PrepareError("--in-place and -o name different files; give one of them")
         return src
     dst = out or default_output(src)
     if os.path.isdir(dst):
         raise PrepareError(f"output {dst} is a folder; name the file, e.g. -o "
                            f"{os.path.join(dst, os.path.basename(default_output(src)))}")
-    if os.path.exists(dst) and os.path.samefile(dst, src) or os.path.abspath(dst) == os.path.abspath(src):
+    if os.path.exists(dst) and os.path.samefile(dst, src) or os.path.realpath(dst) == os.path.realpath(src):
         raise PrepareError(f"output {dst} is the input; pass --in-place to modify the model itself")
     return dst
 
