@@ -1,11 +1,16 @@
 """`tqgguf prepare` / `inspect` on the real default model and on synthetic ones, and every refusal."""
 import errno
+import fcntl
 import hashlib
 import os
 import re
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +168,7 @@ def test_inspect_refuses_an_unprepared_model(tiny_model):
     assert_one_line_error(run_cli("inspect", str(tiny_model)), "tqgguf prepare")
 
 
-# ---- the output: checked before any work, links kept -----------------------------------
+# ---- the output: checked before any work, links kept, no temp file left behind --------
 
 def _parts(*folders):
     return [p for d in folders for p in os.listdir(d) if p.startswith(".tqgguf-") and p.endswith(".part")]
@@ -259,3 +264,90 @@ def test_output_through_a_link_writes_its_target(tiny_model, tmp_path, target_ex
     assert metadata.has_metadata(read_header(target))
     assert target.stat().st_mode & 0o777 == (0o640 if target_exists else 0o644)
     assert not _parts(tmp_path, store)
+
+
+# A child that runs `tqgguf prepare` and sends itself SIGNAL (argv[1]) right after the first
+# chunk of the output is written: a prepare killed mid-write, at a known point, without timing.
+_KILLED_MID_WRITE = r"""
+import contextlib, os, sys
+import click
+from tqgguf import cli, prepare
+
+SIGNAL = int(sys.argv.pop(1))
+prepare.COPY_CHUNK = 1 << 16  # many chunks: the signal lands with most of the copy still to do
+progressbar = click.progressbar
+
+@contextlib.contextmanager
+def killing_bar(*args, label="", **kw):
+    with progressbar(*args, label=label, **kw) as bar:
+        if label.startswith("writing"):
+            bar.update = lambda n: os.kill(os.getpid(), SIGNAL)
+        yield bar
+
+click.progressbar = killing_bar
+cli.main(prog_name="tqgguf")
+"""
+
+
+def _default_signals():
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # `cmd &` in a script ignores SIGINT
+        signal.signal(s, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_mid_write_removes_the_temp_file(tiny_model, tmp_path, sig):
+    out = tmp_path / "out.gguf"
+    r = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(int(sig)), "prepare", str(tiny_model),
+                        "-o", str(out), "--no-center-k", "-q"],
+                       capture_output=True, text=True, preexec_fn=_default_signals)
+    assert not _parts(tmp_path) and not out.exists()
+    assert r.returncode == -sig  # ended by the signal itself: a shell reports 128 + its number
+    assert_one_line_error(r, f"interrupted by {sig.name}", f"{out} was not written")
+
+
+def test_a_signal_during_calibration_removes_the_temp_file_and_spares_the_input(tiny_model, tmp_path):
+    # the calibration text is a FIFO nobody writes: prepare waits on it, its temp file open
+    fifo = tmp_path / "calibration.txt"
+    os.mkfifo(fifo)
+    sha = _sha(tiny_model)
+    p = subprocess.Popen([sys.executable, "-m", "tqgguf.cli", "prepare", str(tiny_model), "--in-place",
+                          "--calibration", str(fifo), "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+    try:
+        deadline = time.monotonic() + 60  # a bound for a broken prepare, not a guess at timing
+        while not _parts(tmp_path):
+            assert p.poll() is None, p.communicate()[1]
+            assert time.monotonic() < deadline, "prepare made no temp file before reading its calibration text"
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert not _parts(tmp_path) and _sha(tiny_model) == sha
+    assert p.returncode == -signal.SIGTERM
+    assert_one_line_error(subprocess.CompletedProcess(p.args, p.returncode, "", err),
+                          "interrupted by SIGTERM", f"{tiny_model} is unchanged")
+
+
+def _temp_name(pid, host=None):
+    """A temp file name as prepare makes it: .tqgguf-HOST-PID-RANDOM.part."""
+    host = host or re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+    return f".tqgguf-{host}-{pid}-{secrets.token_hex(4)}.part"
+
+
+def test_the_next_prepare_removes_temp_files_of_dead_writers_only(tiny_model, tmp_path):
+    dead, dead2 = subprocess.Popen(["true"]), subprocess.Popen(["true"])
+    dead.wait(), dead2.wait()  # their PIDs are free now (and will not come round again during this test)
+    stale = tmp_path / _temp_name(dead.pid)
+    stale.write_bytes(b"\0" * 4096)
+    live = tmp_path / _temp_name(os.getpid())  # this test process: alive
+    live.write_bytes(b"x")
+    other_host = tmp_path / _temp_name(dead.pid, host="elsewhere.example")  # its PIDs mean nothing here
+    other_host.write_bytes(b"x")
+    locked = tmp_path / _temp_name(dead2.pid)
+    locked.write_bytes(b"x")
+    with open(locked, "rb") as f:  # locked: a writer alive in another PID namespace, say
+        fcntl.flock(f, fcntl.LOCK_EX)
+        r = run_cli("prepare", str(tiny_model), "-o", str(tmp_path / "out.gguf"), "--no-center-k", check=True)
+    assert sorted(_parts(tmp_path)) == sorted(p.name for p in (live, other_host, locked))
+    assert "removed 1 temp file(s)" in r.stderr

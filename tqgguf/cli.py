@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import sys
 
 from pathlib import Path
@@ -52,6 +53,33 @@ def main():
     """
 
 
+# what a prepare stops on (with its temp file removed), as a shell would stop it
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def temp_files_removed_on_signals(what: str):
+    """While on, SIGINT, SIGTERM and SIGHUP remove the unfinished temp file, print one line
+    and end the process by the same signal (exit status 128 + its number in a shell).
+    Signals ignored at start (nohup) stay ignored."""
+
+    def stop(signum, frame):
+        prep.remove_live_temps()
+        with contextlib.suppress(Exception):
+            click.echo(("\n" if sys.stderr.isatty() else "") +
+                       f"tqgguf: error: interrupted by {signal.Signals(signum).name}; {what}", err=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        os._exit(128 + signum)  # not reached
+
+    old = {s: signal.signal(s, stop) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(),
@@ -81,6 +109,13 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
     are replaced, so preparing twice gives the same bytes. Outlier channels are
     chosen data-free from the model's K/V projection weights (docs/metadata.md);
     the K centers come from a calibration text (--no-center-k: none).
+
+    \b
+    The output appears only when complete: prepare writes a temp file beside it,
+    .tqgguf-HOST-PID-XXXXXXXX.part, created before any work (so an output that
+    cannot be written is refused at once), and renames it when done. SIGINT,
+    SIGTERM and SIGHUP remove it; one that a killed prepare left is removed by
+    the next prepare into the same folder.
     """
     types = prep.parse_types(types_text)
     dst = prep.resolve_output(model, output, in_place)
@@ -95,7 +130,12 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
             click.echo(f"tqgguf: note: no K centering ({why}); the metadata stays data-free", err=True)
 
     # the temp file first: an output that cannot be written is refused before any work
-    with prep.TempOutput(dst) as out:
+    unchanged = f"{dst} is unchanged" if os.path.lexists(dst) else f"{dst} was not written"
+    with temp_files_removed_on_signals(unchanged), prep.TempOutput(dst) as out:
+        if out.removed and not quiet:
+            mib = sum(n for _, n in out.removed) / 2**20
+            click.echo(f"tqgguf: note: removed {len(out.removed)} temp file(s) that killed prepares left in "
+                       f"{out.folder} ({mib:.1f} MiB)", err=True)
         text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace") if center_k else None
         try:
             # the packaged text steps aside where centering cannot run; a text asked for does not

@@ -6,15 +6,21 @@ chunks: memory stays flat however large the model is. The file appears under its
 final name only when complete (temp file in the same folder, fsync, rename).
 
 The temp file is created before any work, so an output that cannot be written is
-refused at once (TempOutput).
+refused at once; its name carries the host and PID of its writer, which holds a
+lock on it, so a later prepare into the same folder can remove what a killed one
+left (TempOutput, remove_stale_temps).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
-import tempfile
+import re
+import secrets
+import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,6 +120,27 @@ def default_output(src: str) -> str:
     return stem + ".tq.gguf"
 
 
+TEMP_PREFIX = ".tqgguf-"
+TEMP_SUFFIX = ".part"
+# .tqgguf-HOST-PID-RANDOM.part; HOST may itself contain '-', PID and RANDOM never do
+_TEMP_RE = re.compile(r"^\.tqgguf-(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]{8}\.part$")
+_LIVE_TEMPS: set[str] = set()  # this process's unfinished temp files, for remove_live_temps()
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user's process
+        return True
+    return True
+
+
 def _os_error(dst: str, folder: str, e: OSError, creating: bool = False) -> PrepareError:
     """One line for an OSError met while writing dst through a temp file in folder
     (``creating``: while creating that temp file, where the folder is what is wrong)."""
@@ -132,14 +159,56 @@ def _os_error(dst: str, folder: str, e: OSError, creating: bool = False) -> Prep
     return PrepareError(f"cannot write {dst}: cannot create a file in {folder} ({e.strerror}); choose another -o")
 
 
+def remove_stale_temps(folder: str) -> list[tuple[str, int]]:
+    """Remove the temp files that killed prepares (SIGKILL, power loss) left in folder.
+
+    A temp file is stale when its name says this host, the PID in it is not a live
+    process, and nobody holds its lock (a writer locks its temp file for its whole
+    life; the kernel drops the lock when the writer dies, however it dies). Either
+    test alone could be fooled: a PID is reused, or another PID namespace on this host
+    writes into the same folder; a lock never outlives its process. Files of other
+    hosts are never touched. Returns (path, bytes) of each file removed.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    me = _host()
+    for name in names:
+        m = _TEMP_RE.match(name)
+        if not m or m["host"] != me or _pid_alive(int(m["pid"])):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a writer lives
+            if not os.path.samestat(st, os.lstat(path)):
+                continue  # the name now belongs to another file
+            os.unlink(path)
+            removed.append((path, st.st_size))
+        except OSError:
+            continue  # locked (a live writer), or no locks on this file system: keep it
+        finally:
+            os.close(fd)
+    return removed
+
+
 class TempOutput:
-    """The file prepare is writing: a temp file beside its destination, created at once.
+    """The file prepare is writing: a locked temp file beside its destination, created at once.
 
     Creating it is the check that the output can be written, so it comes before any
     work. ``dst`` as given is what the user named; ``path`` is the file that commit()
     replaces: dst with symbolic links followed, so that a link stays a link and its
     target gets the new bytes. Use as a context manager: leaving it without commit()
-    removes the temp file.
+    removes the temp file. Once its own exists, it removes the stale temp files of dead
+    writers in the same folder (``removed``: their paths and sizes).
     """
 
     def __init__(self, dst: str):
@@ -149,12 +218,26 @@ class TempOutput:
         if os.path.isdir(self.path):
             raise PrepareError(f"output {dst} is a folder; give the file to write, e.g. "
                                f"{os.path.join(dst, 'model.tq.gguf')}")
+        self.tmp = ""
         self.committed = False
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=".tqgguf-", suffix=".part", dir=self.folder)
-        except OSError as e:
-            raise _os_error(dst, self.folder, e, creating=True) from None
+        while True:
+            tmp = os.path.join(self.folder, f"{TEMP_PREFIX}{_host()}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+            _LIVE_TEMPS.add(tmp)  # before it exists: a signal between open and add would leak it
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                break
+            except FileExistsError:
+                _LIVE_TEMPS.discard(tmp)  # a stale one of a previous process with this PID: never ours
+            except OSError as e:
+                _LIVE_TEMPS.discard(tmp)
+                raise _os_error(dst, self.folder, e, creating=True) from None
+        self.tmp = tmp
         self.file = os.fdopen(fd, "wb")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locks on this file system: then no prepare takes this file for stale
+        self.removed = remove_stale_temps(self.folder)
 
     def commit(self) -> None:
         """Flush, fsync and rename the temp file onto ``path``, keeping an existing file's mode."""
@@ -167,6 +250,7 @@ class TempOutput:
         os.fchmod(self.file.fileno(), mode)
         os.replace(self.tmp, self.path)
         self.committed = True
+        _LIVE_TEMPS.discard(self.tmp)
         self.file.close()
         with contextlib.suppress(OSError):  # make the rename itself durable
             dfd = os.open(self.folder, os.O_RDONLY)
@@ -182,12 +266,21 @@ class TempOutput:
             self.file.close()
         with contextlib.suppress(OSError):
             os.unlink(self.tmp)
+        _LIVE_TEMPS.discard(self.tmp)
 
     def __enter__(self) -> "TempOutput":
         return self
 
     def __exit__(self, *exc) -> None:
         self.discard()
+
+
+def remove_live_temps() -> None:
+    """Remove this process's unfinished temp files: for a signal handler that then exits."""
+    for tmp in list(_LIVE_TEMPS):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _LIVE_TEMPS.clear()
 
 
 def write_atomic(src: str, dst: "str | TempOutput", new_hdr: Header, old_hdr: Header,
