@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from tqgguf import _core, blocks, metadata, outliers, reference, rotation
-from tqgguf.gguf_file import read_header
+from tqgguf import _core, blocks, metadata, reference, rotation
+from tqgguf.gguf_file import TensorReader, read_header
 
 TYPES = list(blocks.TYPES)
 
@@ -68,7 +68,7 @@ def test_c_equals_reference_on_edge_rows(type_name):
 def _smollm2_k_rows(path, layer=0, n_tokens=64):
     """Real layer-0 K rows of SmolLM2 (before RoPE): token embeddings -> RMSNorm -> attn_k."""
     hdr = read_header(path)
-    r = outliers.WeightReader(str(path), hdr)
+    r = TensorReader(str(path), hdr)
     emb = r.get("token_embd.weight")[1000:1000 + n_tokens]
     x = emb / np.sqrt(np.mean(emb ** 2, axis=1, keepdims=True) + 1e-5) * r.get(f"blk.{layer}.attn_norm.weight")
     return x @ r.get(f"blk.{layer}.attn_k.weight").T, metadata.read(hdr)

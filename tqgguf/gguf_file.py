@@ -182,6 +182,29 @@ def read_header(path: str | os.PathLike) -> Header:
     return hdr
 
 
+class TensorReader:
+    """A GGUF's tensors as float32 arrays [rows, row length], read through a memory map and
+    dequantized (gguf-py) on each call; nothing is kept."""
+
+    def __init__(self, path: str | os.PathLike, header: Header):
+        self.path, self.header = os.fspath(path), header
+
+    def get(self, name: str) -> np.ndarray | None:
+        t = self.header.tensor(name)
+        if t is None:
+            return None
+        from gguf.quants import dequantize
+
+        raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.header.data_offset + t.offset, shape=(t.nbytes,))
+        rows = int(np.prod(t.shape[1:], dtype=np.int64)) or 1
+        try:
+            data = dequantize(raw.reshape(rows, t.nbytes // rows), GGMLQuantizationType(t.type))
+        except NotImplementedError:
+            raise GGUFError(f"{self.path}: cannot read tensor {name!r} of type "
+                            f"{GGMLQuantizationType(t.type).name}") from None
+        return np.asarray(data, dtype=np.float32).reshape(rows, -1)
+
+
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 

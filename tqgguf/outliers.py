@@ -19,11 +19,8 @@ energy in those very rows, and far better than a random quarter (docs/ablation.m
 from __future__ import annotations
 
 import numpy as np
-from gguf.constants import GGMLQuantizationType
-from gguf.quants import dequantize
-
 from . import blocks
-from .gguf_file import GGUFError, Header
+from .gguf_file import TensorReader
 
 # GGUF architectures whose rope rotates adjacent pairs (llama.cpp's LLAMA_ROPE_TYPE_NORM);
 # every other rope-using architecture rotates (i, i + n_rot/2).
@@ -64,27 +61,6 @@ def choose(energy: np.ndarray, units: list[tuple[int, ...]], count: int) -> np.n
     return np.array(sorted(chosen), dtype=np.int32)
 
 
-class WeightReader:
-    """Dequantized views of a GGUF's tensors, read through a memory map."""
-
-    def __init__(self, path: str, header: Header):
-        self.path, self.header = path, header
-
-    def get(self, name: str) -> np.ndarray | None:
-        t = self.header.tensor(name)
-        if t is None:
-            return None
-        raw = np.memmap(self.path, dtype=np.uint8, mode="r",
-                        offset=self.header.data_offset + t.offset, shape=(t.nbytes,))
-        rows = int(np.prod(t.shape[1:], dtype=np.int64)) or 1
-        try:
-            data = dequantize(raw.reshape(rows, t.nbytes // rows), GGMLQuantizationType(t.type))
-        except NotImplementedError:
-            raise GGUFError(f"{self.path}: cannot read tensor {name!r} of type "
-                            f"{GGMLQuantizationType(t.type).name} to choose outlier channels") from None
-        return np.asarray(data, dtype=np.float32).reshape(rows, -1)
-
-
 def channel_energy(w: np.ndarray, norm: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
     """Expected squared output of each row of w (see the module docstring), float64."""
     w = w.astype(np.float64)
@@ -96,7 +72,7 @@ def channel_energy(w: np.ndarray, norm: np.ndarray | None, bias: np.ndarray | No
     return e
 
 
-def layer_outliers(reader: WeightReader, layer: int, kind: str, n_head_kv: int, head_dim: int,
+def layer_outliers(reader: TensorReader, layer: int, kind: str, n_head_kv: int, head_dim: int,
                    n_head: int, head_dim_q: int, arch: str, n_rot: int) -> np.ndarray:
     """Outlier channels, shape (n_head_kv, head_dim / 4), of K (kind "k") or V ("v") in a layer."""
     p = f"blk.{layer}."

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from . import blocks, metadata, outliers, rotation
-from .gguf_file import GGUFError, Header, header_bytes, read_header
+from .gguf_file import GGUFError, Header, TensorReader, header_bytes, read_header
 
 DEFAULT_SEED = 0x7A5EED  # any fixed value; recorded in the file, so it is never implicit
 COPY_CHUNK = 16 << 20
@@ -92,7 +92,7 @@ def model_shape(hdr: Header) -> ModelShape:
 def build_metadata(path: str, hdr: Header, seed: int, types: list[str],
                    progress: Callable[[int], None] = lambda n: None) -> metadata.TQMeta:
     shape = model_shape(hdr)
-    reader = outliers.WeightReader(path, hdr)
+    reader = TensorReader(path, hdr)
     k_seeds, v_seeds = rotation.layer_seeds(seed, shape.n_layer)
     outs = {"k": [], "v": []}
     for layer in range(shape.n_layer):
