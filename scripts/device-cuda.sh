@@ -22,7 +22,7 @@
 # second call on a still-warm machine skips it. Results land in $OUT (or out/device).
 #
 # TQ_VARIANT=NAME runs the step on another version of the kernels and patches: the git ref that
-# `bash scripts/make-device-variants.sh REF...` packed as .device/variants/NAME.tar.gz (its cpp/
+# `bash tools/gpu/make-device-variants.sh REF...` packed as .device/variants/NAME.tar.gz (its cpp/
 # and patches/), in a copy of this repo (this repo's scripts). Builds are incremental: after one
 # full build, each variant recompiles only what it changes. One card: one after another, e.g.
 #   bash scripts/device-cuda.sh perf; TQ_VARIANT=wip-decode-epilogue bash scripts/device-cuda.sh perf
@@ -39,7 +39,7 @@ esac
 
 if [ -n "${TQ_VARIANT:-}" ]; then
     pack=$root/.device/variants/$TQ_VARIANT.tar.gz
-    [ -f "$pack" ] || { echo "device-cuda.sh: no $pack (run scripts/make-device-variants.sh, carry .device)" >&2; exit 1; }
+    [ -f "$pack" ] || { echo "device-cuda.sh: no $pack (run tools/gpu/make-device-variants.sh, carry .device)" >&2; exit 1; }
     v=/tmp/tqgguf-variant/$TQ_VARIANT
     if [ ! -d "$v" ]; then # this repo with the variant's files, made aside and renamed into place
         tmp=$(mkdir -p /tmp/tqgguf-variant && mktemp -d "/tmp/tqgguf-variant/.$TQ_VARIANT.XXXXXX")
@@ -223,7 +223,7 @@ prof)
             echo "== $k $name"
             # (at a depth, only the last two decode tokens count: 82 kernels each on this 4-layer
             # model, as prof at depth 0 counted them for f16 and fused tq2_5)
-            python3 "$root/scripts/kernel-times.py" "$out/prof-$k-$name.csv" --last "$([ $k = tg ] && echo 60 || echo 0)" \
+            python3 "$root/tools/gpu/kernel-times.py" "$out/prof-$k-$name.csv" --last "$([ $k = tg ] && echo 60 || echo 0)" \
                 --window "$([ $k = tg ] && [ "$depth" != 0 ] && echo 164 || echo 0)" \
                 > "$out/prof-$k-$name.txt" || true
             head -14 "$out/prof-$k-$name.txt"

@@ -1,4 +1,4 @@
-"""scripts/kernel-times.py: per-kernel sums from Nsight Compute's CSV, and --window, which keeps
+"""tools/gpu/kernel-times.py: per-kernel sums from Nsight Compute's CSV, and --window, which keeps
 only the decode tokens after a prefill to some depth (device-cuda.sh prof, TQ_PROF_DEPTH)."""
 
 import subprocess
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "kernel-times.py"
+SCRIPT = ROOT / "tools" / "gpu" / "kernel-times.py"
 
 
 def ncu_csv(path: Path, kernels: list[tuple[str, float]]) -> None:

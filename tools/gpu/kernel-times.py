@@ -3,7 +3,7 @@
 
     ncu --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
         llama-bench ... > run.csv
-    python3 scripts/kernel-times.py run.csv --last 60
+    python3 tools/gpu/kernel-times.py run.csv --last 60
 
 Prints each kernel's count, total and mean duration, then the last --last kernels in launch order
 (with a decode run, the last token's graph: one layer's kernels read as a sequence). Durations

@@ -4,9 +4,9 @@
 # (built with this checkout's scripts). Then carry .device, and build several versions of the
 # kernels in one call.
 #
-#   bash scripts/make-device-variants.sh wip/decode-epilogue wip/tokens-trigger-late
+#   bash tools/gpu/make-device-variants.sh wip/decode-epilogue wip/tokens-trigger-late
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 [ $# -gt 0 ] || { echo "usage: make-device-variants.sh REF..." >&2; exit 2; }
 mkdir -p "$root/.device/variants"
 for ref in "$@"; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Shared-memory passes of the decode kernel's epilogue stores (Ow), by a model of its indices.
 
-    python3 scripts/ow-banks.py
+    python3 tools/gpu/ow-banks.py
 
 The decode kernel (cpp/cuda/tq-fattn.cuh) ends with each lane (g, t) storing its partial output
 O[m][r] to Ow at column 2t + r % 2, dimension tq_v_dim(g, m, r / 2). This mirrors those index

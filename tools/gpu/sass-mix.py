@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instruction mix of the TQ decode attention's main loop, from its SASS (no GPU needed).
 
-    python3 scripts/sass-mix.py [--d 128] [--k tq2_5] [--v tq2_5] [--arch sm_90] [--sass FILE] [--unstaged]
+    python3 tools/gpu/sass-mix.py [--d 128] [--k tq2_5] [--v tq2_5] [--arch sm_90] [--sass FILE] [--unstaged]
 
 Compiles the decode kernel's instance file (cpp/cuda/tq-fattn-k-<K>.cu) inside a patched
 llama.cpp tree (scripts/build-llama.sh --tree-only), disassembles it with cuobjdump/nvdisasm
@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tqgguf import assets  # noqa: E402  (the repo's package, also without an install)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Shared-memory passes of the decode loop's loads from staged tiles, by a model of its indices.
 
-    python3 scripts/stage-banks.py
+    python3 tools/gpu/stage-banks.py
 
 With staged tiles (tq_fa_stages in cpp/cuda/tq-fattn.cuh) each warp's 32 K and V rows sit in
 shared memory, row k at k * stride, and the decode's byte loads read them there:
