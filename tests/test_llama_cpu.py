@@ -241,14 +241,18 @@ def _state_tests(llama_bin, model, ctk, ctv, cwd):
     return r, out, re.findall(r"^(PASS|FAIL|SKIP)$", out, re.M)
 
 
-def test_saved_and_restored_state_continues_identically(llama_bin, prepared_smollm2, tmp_path):
-    """upstream's test-save-load-state: save/load, sequence copies (host and device), round trips."""
-    r, out, status = _state_tests(llama_bin, prepared_smollm2, "tq2_5", "f16", tmp_path)
-    assert r.returncode == 0 and status == ["PASS"] * 8, out[-3000:]
-    # a quantized V needs flash attention, which upstream's last test turns off on purpose:
-    # every test before it must pass, and it must fail for that reason only
-    r, out, status = _state_tests(llama_bin, prepared_smollm2, "tq2_5", "tq2_5", tmp_path)
-    assert status == ["PASS"] * 7 and "quantized V cache requires flash_attn" in out, out[-3000:]
+@pytest.mark.parametrize("ctk,ctv", [("tq2_5", "f16"), ("tq2_5", "tq2_5"), ("q4_0", "q4_0"), ("q8_0", "f16")])
+def test_saved_and_restored_state_continues_identically(llama_bin, prepared_smollm2, tmp_path, ctk, ctv):
+    """upstream's test-save-load-state: save/load, sequence copies (host and device), round trips.
+    The stock block types are here for the series' first patch: without it the on-device sequence
+    copies of any block-quantized cache (q4_0, q8_0) give wrong continuations or crash."""
+    r, out, status = _state_tests(llama_bin, prepared_smollm2, ctk, ctv, tmp_path)
+    if ctv == "f16":
+        assert r.returncode == 0 and status == ["PASS"] * 8, out[-3000:]
+    else:
+        # a quantized V needs flash attention, which upstream's last test turns off on purpose:
+        # every test before it must pass, and it must fail for that reason only
+        assert status == ["PASS"] * 7 and "quantized V cache requires flash_attn" in out, out[-3000:]
 
 
 def test_rpc_backend_gives_the_local_perplexity(llama_bin, prepared_smollm2, text, tmp_path):
@@ -296,7 +300,7 @@ def test_recall_table(llama_bin, centered_smollm2, tmp_path):
 
 
 def test_build_tree_only_writes_the_patched_source_and_nothing_else(tmp_path):
-    # scripts/sass-mix.py compiles CUDA kernels in this tree; the option must never build, nor
+    # tools/gpu/sass-mix.py compiles CUDA kernels in this tree; the option must never build, nor
     # touch what else lies in the folder it is given
     keep = tmp_path / "keep.txt"
     keep.write_text("mine")
