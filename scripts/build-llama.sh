@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build llama.cpp (pinned: the llama-cpp-python 0.3.36 sdist, upstream 0c1e570) with tqgguf's
-# patch series and C core, and install its tools into PREFIX/bin.
+# patch series (self-contained: it carries cpp/ as new files; scripts/series.py), and install its
+# tools into PREFIX/bin.
 #
 #   scripts/build-llama.sh [--cuda] [--asan] [--src DIR] [--prefix DIR] [--jobs N] [--tree-only DIR]
 #
@@ -8,7 +9,7 @@
 #   --asan        AddressSanitizer build (a separate cache entry)
 #   --src DIR     start from your own checkout of upstream 0c1e570 instead of the sdist (it is copied)
 #   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
-#   --tree-only DIR  write the patched source tree (patches + C core) to DIR/llama.cpp and stop
+#   --tree-only DIR  write the patched source tree to DIR/llama.cpp and stop
 #   --targets "T..." build only these of the tools (default: all of them, listed below)
 #   --incremental build in one work folder per option set, kept after the build: a new key syncs
 #                 its patched tree into it by content, so make rebuilds only the files that changed
@@ -49,7 +50,7 @@ done
 
 key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targets=$TARGETS";
          cd "$root"; cat patches/series; for p in $(cat patches/series); do cat "patches/$p"; done;
-         find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh scripts/import-core.sh; } | sha256sum | cut -c1-16)
+         find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh; } | sha256sum | cut -c1-16)
 [ -n "$src" ] && key="$key-src"
 prefix=${prefix:-$cache/llama/$key}
 # One call per key at a time (they share the work folder below): a second one waits here, then
@@ -116,7 +117,6 @@ for p in $(cat "$root/patches/series"); do
     fi
     apply_do "$root/patches/$p"
 done
-bash "$root/scripts/import-core.sh" "$tree"
 if [ -n "$tree_only" ]; then
     mkdir -p "$tree_only"
     rm -rf "$tree_only/llama.cpp"

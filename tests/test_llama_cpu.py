@@ -309,6 +309,6 @@ def test_build_tree_only_writes_the_patched_source_and_nothing_else(tmp_path):
     tree = Path(r.stdout.strip().splitlines()[-1])
     assert tree == tmp_path / "llama.cpp"
     assert "GGML_TYPE_TQ2_5" in (tree / "ggml/include/ggml.h").read_text()
-    assert (tree / "ggml/src/ggml-cuda/turboquant/tq-fattn.cuh").is_file()  # the C core, imported
+    assert (tree / "ggml/src/ggml-cuda/turboquant/tq-fattn.cuh").is_file()  # cpp/, from the series
     assert not (tree / "build").exists()
     assert keep.read_text() == "mine"
