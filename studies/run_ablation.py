@@ -112,7 +112,7 @@ def main():
                "`lsq`: least squared error.\n")
     out.append(head)
     for t in ("tq2_5", "tq3_5"):
-        for r in ("norm", "plain", "lsq"):
+        for r in ab.SCALE_RULES:
             out.append(row(f"{t}, scale {r}", V("", t, rule=r)))
 
     out.append("\n### 5. Centering: subtract the head's mean row before quantizing\n")

@@ -99,10 +99,10 @@ CORRUPTIONS = {**{k: (e, n, True) for k, (e, n) in corrupt.cases(30, 3, 64).item
                **{k: (e, n, False) for k, (e, n) in corrupt.unsealed_cases().items()}}
 
 
-@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
-def test_corrupted_metadata_is_refused(llama_bin, prepared_smollm2, text, corrupt_dir, case):
-    edit, needle, reseal = CORRUPTIONS[case]
-    bad = corrupt.rewrite(prepared_smollm2, corrupt_dir / "bad.gguf", edit, reseal=reseal)
+def _refusal_lines(llama_bin, model, text, bad, edit, reseal):
+    """stderr lines of a TQ perplexity run on a copy of ``model`` edited by ``edit``; it must fail
+    cleanly (no crash, exit 1)."""
+    corrupt.rewrite(model, bad, edit, reseal=reseal)
     try:
         r = _run([llama_bin / "llama-perplexity", "-m", bad, "-f", text, "-c", 128, "--chunks", 1,
                   "-ctk", "tq2_5", "-ctv", "tq2_5"])
@@ -110,23 +110,24 @@ def test_corrupted_metadata_is_refused(llama_bin, prepared_smollm2, text, corrup
         bad.unlink()
     _no_crash(r)
     assert r.returncode != 0
-    errors = [l for l in r.stderr.splitlines() if "tqgguf prepare" in l or "gguf_init" in l]
-    assert errors and any(needle in l for l in errors), r.stderr[-3000:]
+    return r.stderr.splitlines()
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_corrupted_metadata_is_refused(llama_bin, prepared_smollm2, text, corrupt_dir, case):
+    edit, needle, reseal = CORRUPTIONS[case]
+    lines = _refusal_lines(llama_bin, prepared_smollm2, text, corrupt_dir / "bad.gguf", edit, reseal)
+    errors = [l for l in lines if "tqgguf prepare" in l or "gguf_init" in l]
+    assert errors and any(needle in l for l in errors), lines[-30:]
 
 
 @pytest.mark.parametrize("delta", [10.0, -10.0])
 def test_k_centers_changed_after_prepare_are_refused(llama_bin, centered_smollm2, text, corrupt_dir, delta):
     """Plausible values, wrong ones: a K center moved by 10 in every element gave PPL in the
     thousands without a word before the checksum."""
-    bad = corrupt.rewrite(centered_smollm2, corrupt_dir / "shifted.gguf", corrupt.shift_k_center(delta), reseal=False)
-    try:
-        r = _run([llama_bin / "llama-perplexity", "-m", bad, "-f", text, "-c", 128, "--chunks", 1,
-                  "-ctk", "tq2_5", "-ctv", "tq2_5"])
-    finally:
-        bad.unlink()
-    _no_crash(r)
-    assert r.returncode != 0
-    assert any("turboquant.checksum" in l and "tqgguf prepare" in l for l in r.stderr.splitlines()), r.stderr[-3000:]
+    lines = _refusal_lines(llama_bin, centered_smollm2, text, corrupt_dir / "shifted.gguf",
+                           corrupt.shift_k_center(delta), reseal=False)
+    assert any("turboquant.checksum" in l and "tqgguf prepare" in l for l in lines), lines[-30:]
 
 
 def _free_port() -> int:
