@@ -5,7 +5,9 @@
 #
 #   scripts/build-llama.sh [--cuda] [--asan] [--src DIR] [--prefix DIR] [--jobs N] [--tree-only DIR]
 #
-#   --cuda        also build the CUDA backend (CMAKE_CUDA_ARCHITECTURES from $CUDA_ARCHS, default 90)
+#   --cuda        also build the CUDA backend, for the GPUs present (nvidia-smi's compute_cap, e.g.
+#                 "86;90"); CUDA_ARCHS overrides that (a CMAKE_CUDA_ARCHITECTURES list: CUDA_ARCHS=86,
+#                 CUDA_ARCHS="80;86;89;90", CUDA_ARCHS=80-virtual for PTX only, compiled by the driver)
 #   --asan        AddressSanitizer build (a separate cache entry)
 #   --src DIR     start from your own checkout of upstream 0c1e570 instead of the sdist (it is copied)
 #   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
         --tree-only) tree_only=$2; shift ;;
         --incremental) incremental=1 ;;
         --targets) targets=$2; shift ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-llama.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -48,7 +50,18 @@ for t in $TARGETS; do
     case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target $t (one of: $ALL_TARGETS)" ;; esac
 done
 
-key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} targets=$TARGETS";
+# CUDA architectures: $CUDA_ARCHS, else those of the GPUs present (a card without code for its
+# architecture in the binary cannot run ggml's kernels); part of the cache key
+archs=""
+if [ "$cuda" = 1 ] && [ -z "$tree_only" ]; then
+    archs=${CUDA_ARCHS:-}
+    if [ -z "$archs" ]; then
+        caps=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' .' | grep -E '^[0-9]+$' | sort -un | paste -sd';' || true)
+        [ -n "$caps" ] || die "--cuda: no NVIDIA GPU found (nvidia-smi) to build for; set CUDA_ARCHS, e.g. CUDA_ARCHS=86 or CUDA_ARCHS=\"80;86;89;90\""
+        archs=$caps
+    fi
+fi
+key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=$archs targets=$TARGETS";
          cd "$root"; cat patches/series; for p in $(cat patches/series); do cat "patches/$p"; done;
          find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh; } | sha256sum | cut -c1-16)
 [ -n "$src" ] && key="$key-src"
@@ -56,7 +69,7 @@ prefix=${prefix:-$cache/llama/$key}
 # One call per key at a time (they share the work folder below): a second one waits here, then
 # finds the build cached, or builds it itself if the first failed. An incremental work folder is
 # shared by every key of its option set: one build in it at a time.
-opts_key=$(echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=${CUDA_ARCHS:-90} src=${src:+1}" | sha256sum | cut -c1-16)
+opts_key=$(echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=$archs src=${src:+1}" | sha256sum | cut -c1-16)
 [ -n "$tree_only" ] && incremental=0
 lock=$key
 [ "$incremental" = 1 ] && lock=incr-$opts_key
@@ -152,9 +165,9 @@ export CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1
 ccache=$(command -v ccache || true)
 [ -z "$ccache" ] && [ -x "$root/.venv/bin/ccache" ] && ccache=$root/.venv/bin/ccache
 [ -n "$ccache" ] && opts+=("-DCMAKE_C_COMPILER_LAUNCHER=$ccache" "-DCMAKE_CXX_COMPILER_LAUNCHER=$ccache" "-DCMAKE_CUDA_COMPILER_LAUNCHER=$ccache")
-[ "$cuda" = 1 ] && opts+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90}")
+[ "$cuda" = 1 ] && opts+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$archs")
 [ "$asan" = 1 ] && opts+=(-DLLAMA_SANITIZE_ADDRESS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
-log "configuring ($([ "$cuda" = 1 ] && echo CUDA || echo CPU)$([ "$asan" = 1 ] && echo ", ASan"))"
+log "configuring ($([ "$cuda" = 1 ] && echo "CUDA for $archs" || echo CPU)$([ "$asan" = 1 ] && echo ", ASan"))"
 cmake -S "$tree" -B "$work/build" "${opts[@]}" > "$work/configure.log" 2>&1 || { tail -20 "$work/configure.log" >&2; die "cmake configure failed (log: $work/configure.log)"; }
 log "building $TARGETS with $jobs jobs (a few minutes; log: $work/build.log)"
 # shellcheck disable=SC2086
