@@ -146,9 +146,9 @@ static __device__ __forceinline__ float tq_warp_rows_dot(const float * rows, con
 // ---- quantization: one warp per block ------------------------------------------------
 //
 // The arithmetic of tq_quantize_group in tq.c (double sums, float y = v * inv, the same
-// boundary search and scale rules), with the sums taken across the warp: only their order
-// differs from the C core's, which moves a double in its last bits and practically never the
-// f16 scale or a code.
+// boundary search, the scale s = ||v|| / ||c[codes]||), with the sums taken across the warp:
+// only their order differs from the C core's, which moves a double in its last bits and
+// practically never the f16 scale or a code.
 
 static __device__ __forceinline__ double tq_warp_sum(double x) {
 #pragma unroll
@@ -167,19 +167,13 @@ static __device__ __forceinline__ int tq_code_of(float y, const tq_codebook & cb
     return q;
 }
 
-// Scale of a group from its sums, by the rule of tq.h.
-static __device__ __forceinline__ uint16_t tq_group_scale(double ss, double cs, double vc, int n, int rule) {
+// Scale of a group from its sums: ||v|| / ||c[codes]||, the reconstruction keeps the length.
+static __device__ __forceinline__ uint16_t tq_group_scale(double ss, double cs) {
     const double nrm = sqrt(ss);
     if (!(nrm > 0.0) || !isfinite(nrm)) {
         return 0;
     }
-    float scale;
-    switch (rule) {
-        case TQ_SCALE_PLAIN: scale = (float) (nrm / sqrt((double) n)); break;
-        case TQ_SCALE_LSQ:   scale = (float) (vc / cs); break;
-        default:             scale = (float) (nrm / sqrt(cs)); break;
-    }
-    return __half_as_ushort(__float2half_rn(scale));
+    return __half_as_ushort(__float2half_rn((float) (nrm / sqrt(cs))));
 }
 
 // Byte o (4 <= o < bytes) of a block from its 64 codes (slot order): plane bytes gather
@@ -234,11 +228,9 @@ static __device__ __forceinline__ void tq_quantize_block_warp(float v0, float v1
 
     const double e0 = (double) cb0.c[c0], e1 = (double) cb.lo.c[c1];
     const double cs_hi = tq_warp_sum(hi0 ? e0 * e0 : 0.0);
-    const double vc_hi = tq_warp_sum(hi0 ? (double) v0 * e0 : 0.0);
     const double cs_lo = tq_warp_sum((hi0 ? 0.0 : e0 * e0) + e1 * e1);
-    const double vc_lo = tq_warp_sum((hi0 ? 0.0 : (double) v0 * e0) + (double) v1 * e1);
-    const uint16_t d_hi = tq_group_scale(ss_hi, cs_hi, vc_hi, TQ_HI, cb.rule);
-    const uint16_t d_lo = tq_group_scale(ss_lo, cs_lo, vc_lo, TQ_LO, cb.rule);
+    const uint16_t d_hi = tq_group_scale(ss_hi, cs_hi);
+    const uint16_t d_lo = tq_group_scale(ss_lo, cs_lo);
     __syncwarp();
 
     if (lane < tq_layout<T>::bytes) {
