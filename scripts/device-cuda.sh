@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine: build the patched llama.cpp with CUDA, then test it and/or time it.
 #
-#   scripts/device-cuda.sh test     test-backend-ops (the TQ ops, TQ FA cases staged and not, transform chains, CUDA vs CPU;
-#                                   TQ_ALL_FA=1: every FA case too), then memcheck (TQ_MEMCHECK=0: not)
+#   scripts/device-cuda.sh test     test-backend-ops (the TQ ops and FA cases, transform chains with ggml-cuda's fusion
+#                                   off and on, CUDA vs CPU; TQ_ALL_FA=1: every FA case too), then memcheck (TQ_MEMCHECK=0: not)
 #   scripts/device-cuda.sh memcheck compute-sanitizer over the TQ kernels and the transform chains
 #   scripts/device-cuda.sh perf     test-backend-ops perf: decode attention alone at 16K/64K/256K per cache type,
 #                                   and f16/tq2_5/tq3_5 in a KV cache's layout at 16K/64K
@@ -13,7 +13,9 @@
 #   scripts/device-cuda.sh prof     every kernel's own time in a decode token and a 512-token ubatch, f16 vs TQ
 #
 # Settings: TQ_PERF_QUICK=1 (perf: head 128 at decode, 16K and 64K only), TQ_PROF_DEPTH=N and
-# TQ_PROF_CONFIGS="f16:0 tq2_5:1" (prof: decode at depth N; cache:fusion pairs),
+# TQ_PROF_CONFIGS="f16:1 tq2_5:1" (prof: decode at depth N; cache:fusion pairs, fusion 0 running
+# with upstream's GGML_CUDA_DISABLE_FUSION=1), CUDA_ARCHS (build-llama.sh: default the card's;
+# CUDA_ARCHS=80-virtual builds PTX only, which the driver compiles: the kernels Ampere cards run),
 # TQ_NCU_KV=N (ncu's KV length), TQ_BUILD_TARGETS="test-backend-ops llama-bench" (build the
 # tools of several steps at once; by default a step builds the one it runs).
 #
@@ -76,7 +78,7 @@ tools=${TQ_BUILD_TARGETS:-$tools} # e.g. "test-backend-ops llama-bench": one bui
 prefix=$(bash "$root/scripts/build-llama.sh" --cuda --incremental --targets "$tools" --src "$src" --jobs "$(nproc)")
 echo "build: $(( $(date +%s) - t0 )) s, $prefix"
 bin=$prefix/bin
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 export PYTHONPATH="$root:$src/gguf-py${PYTHONPATH:+:$PYTHONPATH}"
 
 # A random-weight model with Llama-3-8B's layer shape and N layers, prepared (made once per
@@ -99,7 +101,7 @@ synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=
 
 # test-backend-ops' TQ transform and chain cases (tq-transform.cu, test_tq_attn_chain,
 # test_tq_set_rows_chain, test_tq_layer_chain), run by test with the fusion off and on, and by
-# memcheck with it on
+# memcheck with it on (as it is by default)
 chains=(-o MUL_MAT,RESHAPE,SET_ROWS,TQ_TRANSFORM_TOKENS -p n_kv_head)
 
 # memcheck over the TQ kernels: every quantize/get-rows case, every decode-kernel case at KV
@@ -109,7 +111,7 @@ memcheck() {
     compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT \
         -p '(ROWS|CPY).*tq[23]_5|kv=113,nb=1,.*tq[23]_5' > "$out/memcheck.log" 2>&1 || true
     grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck.log" | tail -5 || true
-    GGML_CUDA_TQ_FUSE=1 compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" \
+    compute-sanitizer --tool memcheck --print-limit 10 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" \
         > "$out/memcheck-chains.log" 2>&1 || true
     grep -a -E "ERROR SUMMARY|tests passed|FAIL" "$out/memcheck-chains.log" | tail -5 || true
 }
@@ -117,17 +119,15 @@ memcheck() {
 case "$step" in
 memcheck) memcheck ;;
 test)
-    # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend
+    # every TQ case of SET_ROWS/GET_ROWS/CPY/FLASH_ATTN_EXT, CUDA against the CPU backend (the
+    # FA cases include K/V that are not 4-byte aligned, which take the unstaged decode)
     "$bin/test-backend-ops" -b CUDA0 -o SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq.log" 2>&1 || true
-    grep -a -E "FAIL|tests passed|Backend CUDA0" "$out/tbo-tq.log" | tail -15 || true
-    # the TQ FA cases again on the unstaged decode (what K/V that are not 4-byte aligned take)
-    GGML_CUDA_TQ_STAGE=0 "$bin/test-backend-ops" -b CUDA0 -o FLASH_ATTN_EXT -p 'tq[23]_5' > "$out/tbo-tq-unstaged.log" 2>&1 || true
-    grep -a -E "FAIL|tests passed" "$out/tbo-tq-unstaged.log" | tail -5 || true
+    grep -a -E "FAIL|tests passed|Backend CUDA0|ggml_cuda_tq" "$out/tbo-tq.log" | tail -15 || true
     # the TQ transforms alone (tq-transform.cu: a token's, a ubatch's with its copy back and K's
-    # offset) and the chains, with the CUDA fusion of tq-fuse.cu off and on
-    GGML_CUDA_TQ_FUSE=0 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-chains.log" 2>&1 || true
+    # offset) and the chains, with ggml-cuda's fusion (tq-fuse.cu among it) off and on
+    GGML_CUDA_DISABLE_FUSION=1 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-chains.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-chains.log" | tail -5 || true
-    GGML_CUDA_TQ_FUSE=1 "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-fused.log" 2>&1 || true
+    "$bin/test-backend-ops" -b CUDA0 "${chains[@]}" > "$out/tbo-fused.log" 2>&1 || true
     grep -a -E "FAIL|tests passed" "$out/tbo-fused.log" | tail -5 || true
     [ "${TQ_MEMCHECK:-1}" = 1 ] && memcheck
     if [ "${TQ_ALL_FA:-0}" = 1 ]; then # every upstream FA case too (minutes)
@@ -153,7 +153,7 @@ ppl)
     # GPU as the base, then tq2_5/tq3_5 on the CPU and on the GPU, in two passes:
     #   prefill  512-token ubatches (c 512, 40 chunks); also split by layer over every GPU
     #   decode   one token per ubatch (c 128, 8 chunks): the fused one-token layer, and with
-    #            GGML_CUDA_TQ_FUSE=0 its separate kernels
+    #            GGML_CUDA_DISABLE_FUSION=1 its separate kernels
     model=$root/.device/smollm2-14l.gguf text=$root/.device/text.txt
     [ -f "$model" ] || { echo "device-cuda.sh: no $model (run scripts/make-device-src.sh)" >&2; exit 1; }
     ngpu=$(nvidia-smi -L | wc -l)
@@ -172,7 +172,7 @@ ppl)
             if [ $pass = prefill ]; then
                 [ "$ngpu" -gt 1 ] && run "$t-gpu-sm-layer" -ctk $t -ctv $t -ngl 99 -sm layer
             else
-                CUDA_VISIBLE_DEVICES=0 GGML_CUDA_TQ_FUSE=0 run "$t-gpu-unfused" -ctk $t -ctv $t -ngl 99
+                CUDA_VISIBLE_DEVICES=0 GGML_CUDA_DISABLE_FUSION=1 run "$t-gpu-unfused" -ctk $t -ctv $t -ngl 99
             fi
         done
     done
@@ -198,7 +198,7 @@ ncu)
     ;;
 prof)
     # Nsight Compute: each kernel's own duration in decode tokens and 512-token ubatches of a 4-layer
-    # model with Llama-3-8B's layer shape, f16 against tq2_5 (fusion off and on); then llama-bench on
+    # model with Llama-3-8B's layer shape, f16 against tq2_5 (ggml-cuda's fusion off and on); then llama-bench on
     # the same model without the profiler, whose time per token less the kernels' is what the
     # launches and the gaps between kernels cost
     command -v ncu > /dev/null || { echo "no ncu on this machine"; exit 0; }
@@ -207,11 +207,11 @@ prof)
     nc=(ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function)
     lb=("$bin/llama-bench" -m "$model" -ngl 99 -fa 1)
     # TQ_PROF_DEPTH=16384: the decode tokens at that depth (its prefill is profiled too, then
-    # dropped); TQ_PROF_CONFIGS: cache:fusion pairs
+    # dropped); TQ_PROF_CONFIGS: cache:fusion pairs (fusion 0: GGML_CUDA_DISABLE_FUSION=1)
     depth=${TQ_PROF_DEPTH:-0}
-    for cfg in ${TQ_PROF_CONFIGS:-f16:0 tq2_5:0 tq2_5:1}; do
+    for cfg in ${TQ_PROF_CONFIGS:-f16:1 tq2_5:0 tq2_5:1}; do
         t=${cfg%:*} fuse=${cfg#*:} name=${cfg%:*}-fuse${cfg#*:}
-        export GGML_CUDA_TQ_FUSE=$fuse
+        export GGML_CUDA_DISABLE_FUSION=$(( 1 - fuse ))
         # (the prefill to the depth in 4096-token ubatches: fewer kernels under the profiler)
         "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 0 -n 3 -d "$depth" -b 4096 -ub 4096 -r 1 > "$out/prof-tg-$name.csv" 2>&1 || true
         kinds=tg
@@ -230,7 +230,7 @@ prof)
         done
         "${lb[@]}" -ctk $t -ctv $t -p 512 -n 64 -d "$depth" -r 3 2>&1 | grep -a -E "^\| .*(pp|tg)[0-9]" || true
     done
-    unset GGML_CUDA_TQ_FUSE
+    unset GGML_CUDA_DISABLE_FUSION
     ;;
 bench)
     model=$(llama3_shape 32)

@@ -5,6 +5,8 @@
 #include "tq-device.cuh"
 #include "ggml-tq-impl.h"
 
+#include <atomic>
+
 static_assert(sizeof(block_tq2_5) == tq_layout<GGML_TYPE_TQ2_5>::bytes, "tq_layout<TQ2_5> out of date");
 static_assert(sizeof(block_tq3_5) == tq_layout<GGML_TYPE_TQ3_5>::bytes, "tq_layout<TQ3_5> out of date");
 static_assert(offsetof(block_tq2_5, hi_q2) == tq_layout<GGML_TYPE_TQ2_5>::hi_a && offsetof(block_tq2_5, hi_q1) == tq_layout<GGML_TYPE_TQ2_5>::hi_b &&
@@ -13,6 +15,22 @@ static_assert(offsetof(block_tq3_5, hi_q4) == tq_layout<GGML_TYPE_TQ3_5>::hi_a &
               offsetof(block_tq3_5, lo_q1) == tq_layout<GGML_TYPE_TQ3_5>::lo_b, "tq_layout<TQ3_5> out of date");
 
 static constexpr int TQ_CUDA_THREADS = 256;
+
+ggml_cuda_tq_caps ggml_cuda_tq_caps_of(int device) {
+    const int cc = ggml_cuda_info().devices[device].cc;
+    const ggml_cuda_tq_caps c = { turing_mma_available(cc), cp_async_available(cc), ampere_mma_available(cc) };
+    static std::atomic<bool> said[GGML_CUDA_MAX_DEVICES];
+    if ((!c.decode || !c.stage || !c.tokens) && !said[device].exchange(true)) {
+        const int code = ggml_cuda_highest_compiled_arch(cc);
+        GGML_LOG_WARN("ggml_cuda_tq: CUDA%d (compute capability %d.%d, this build's code for it %d.%d): %s\n",
+                      device, cc / 100, cc % 100 / 10, code / 100, code % 100 / 10,
+                      !c.decode ? "the TQ decode attention needs 7.5 and the ubatch transform 8.0, so they take "
+                                  "upstream's slower paths (attention on K/V converted to f16, a plain MUL_MAT)"
+                                : "the TQ ubatch transform and staged decode tiles need 8.0, so they take "
+                                  "slower paths (a plain MUL_MAT, the unstaged decode)");
+    }
+    return c;
+}
 
 static tq_lut tq_lut_of(ggml_type type) {
     const tq_codebooks * cb = ggml_tq_codebooks(type);

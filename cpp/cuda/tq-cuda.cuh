@@ -6,14 +6,18 @@
 
 #include "common.cuh"
 
-#include <cstdlib>
-
-// A switch that is on unless the environment sets it to 0 (GGML_CUDA_TQ_FUSE, GGML_CUDA_TQ_STAGE:
-// the TQ paths that can be turned off for comparison)
-static inline bool tq_env_on(const char * name) {
-    const char * v = getenv(name);
-    return v == nullptr || atoi(v) != 0;
-}
+// What of the TQ kernels a card can run, by the highest architecture this binary has code for
+// on it (common.cuh's helpers, as ggml-cuda picks its own kernels):
+//   decode   the decode attention: mma m16n8k16 and movmatrix (mma.cuh), Turing (7.5) on
+//   stage    its staged tiles: cp.async, Ampere (8.0) on
+//   tokens   the ubatch transform: TF32 mma, Ampere on
+// Every TQ op runs on every card that ggml-cuda runs on: where a kernel is missing, the op takes
+// upstream's path (attention on K/V converted to f16, the transform as a plain MUL_MAT, the
+// unstaged decode), and the log says so in one line, once per device.
+struct ggml_cuda_tq_caps {
+    bool decode, stage, tokens;
+};
+ggml_cuda_tq_caps ggml_cuda_tq_caps_of(int device);
 
 // SET_ROWS from f32/f16 into a TQ tensor.
 void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst);
@@ -45,15 +49,15 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
 // x [d, n_tok, r, n_kv] of the heads, on tensor cores. Into dst's own layout [d, n_tok, r, n_kv],
 // or with `out` into the head-major [d, n_head, n_tok] (contiguous, head h = kv * r + s) that
 // the graph's copy back would make (tq-fuse.cu), plus `bias` ([d, n_head]) when given.
-bool ggml_cuda_tq_transform_tokens_applies(const ggml_tensor * dst);
+bool ggml_cuda_tq_transform_tokens_applies(int device, const ggml_tensor * dst);
 void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, float * out = nullptr,
                                    const float * bias = nullptr);
 
 // A chain of graph nodes that one TQ kernel computes (tq-fuse.cu): a TQ transform (MUL_MAT
 // hinted GGML_HINT_SRC0_IS_TQ_TRANSFORM) fused with what follows it.
 struct ggml_cuda_tq_fused {
-    // ATTN, WRITE: decode, off with GGML_CUDA_TQ_FUSE=0. TRANSFORM (a token's transform + K's
-    // offset) and TOKENS (a ubatch's transform + its copy back [+ K's offset]): always on.
+    // ATTN, WRITE: decode. TRANSFORM: a token's transform + K's offset. TOKENS: a ubatch's
+    // transform + its copy back [+ K's offset]. All off with upstream's GGML_CUDA_DISABLE_FUSION=1.
     enum { NONE, ATTN, WRITE, TRANSFORM, TOKENS } kind;
     const ggml_tensor * mm;       // TRANSFORM, TOKENS: the transform's MUL_MAT node
     const ggml_tensor * t_in;     // ATTN: Q's transform [d, d, n_kv_head] applied to x (null: Q as it is)
@@ -73,8 +77,8 @@ struct ggml_cuda_tq_fused {
     int n_jobs;
 };
 
-// Number of nodes from i on that one fused kernel computes (0: no TQ chain starts at i).
-int ggml_cuda_tq_match(const ggml_cgraph * cgraph, int i, ggml_cuda_tq_fused & m);
+// Number of nodes from i on that one fused kernel computes on `device` (0: no TQ chain starts at i).
+int ggml_cuda_tq_match(int device, const ggml_cgraph * cgraph, int i, ggml_cuda_tq_fused & m);
 void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m);
 
 // WRITE: the jobs' products, each quantized as it is made into its cache row or written plain.
@@ -83,5 +87,5 @@ void ggml_cuda_tq_write(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fuse
 // Flash attention at decode with a TQ K and/or V: one kernel that reads each K/V row once for
 // all query heads that share it (GQA) and decodes it once, split over the KV length. With
 // `fused`, Q is t_in x (if t_in) and the result goes through t_out into fused->out.
-bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst);
+bool ggml_cuda_tq_fattn_applies(int device, const ggml_tensor * dst);
 void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, const ggml_cuda_tq_fused * fused = nullptr);

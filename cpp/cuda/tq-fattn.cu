@@ -7,7 +7,7 @@ static bool tq_fa_type_ok(ggml_type t) {
     return ggml_tq_is_tq(t) || t == GGML_TYPE_F16 || t == GGML_TYPE_Q8_0;
 }
 
-bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst) {
+bool ggml_cuda_tq_fattn_applies(int device, const ggml_tensor * dst) {
     const ggml_tensor * Q = dst->src[0];
     const ggml_tensor * K = dst->src[1];
     const ggml_tensor * V = dst->src[2];
@@ -30,15 +30,18 @@ bool ggml_cuda_tq_fattn_applies(const ggml_tensor * dst) {
     if (K->nb[0] != ggml_type_size(K->type) || V->nb[0] != ggml_type_size(V->type)) {
         return false;
     }
-    return Q->ne[1] * (Q->ne[2] / K->ne[2]) <= TQ_FA_MAX_COLS;
+    return Q->ne[1] * (Q->ne[2] / K->ne[2]) <= TQ_FA_MAX_COLS && ggml_cuda_tq_caps_of(device).decode;
 }
 
 // One block per output row (query token, head). Warp 0 weighs the splits (w_s = e^(max_s -
 // max) and their sum den); then TQ_MERGE_GROUPS groups of D threads, a thread per dimension,
 // each sum every TQ_MERGE_GROUPS-th split: a thread's chain of loads is n_splits / 4 long
-// (/ 2 at D = 256), not n_splits (64 at 16K on an H200). Group 0 adds the groups' sums. With
-// To (fused), the row times the head's output transform, To[h / gqa] o, as warp products
-// (tq_warp_rows_dot: warp w of group 0 makes dimensions 32w .. 32w + 31).
+// (/ 2 at D = 256), not n_splits (a split per SM's share of the KV length). Group 0 adds the
+// groups' sums. With To (fused), the row times the head's output transform, To[h / gqa] o, as
+// warp products (tq_warp_rows_dot: warp w of group 0 makes dimensions 32w .. 32w + 31).
+// The layout of part and meta is that of upstream's flash_attn_combine_results (fattn-common.cuh),
+// which is not used: its thread per dimension walks every split in turn, it has no output
+// transform, and a row whose splits are all masked (max -inf) would come out NaN.
 template <int D> static constexpr int TQ_MERGE_GROUPS = D >= 256 ? 2 : 4; // <= 512 threads
 static constexpr int TQ_MERGE_MAX_SPLITS = 1024; // tq_fa_run caps the splits at it (4 blocks per SM x SMs is less)
 
@@ -176,11 +179,11 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     p.nbm1 = mask ? mask->nb[1] : 0; p.nbm3 = mask ? mask->nb[3] : 0;
     p.k_ne3 = K->ne[3]; p.v_ne3 = V->ne[3]; p.mask_ne3 = mask ? mask->ne[3] : 1;
     p.k_row_bytes = (int) ggml_row_size(K->type, K->ne[0]); p.v_row_bytes = (int) ggml_row_size(V->type, V->ne[0]);
-    // staged tiles (tq_fa_stages) take 4-byte copies; GGML_CUDA_TQ_STAGE=0 turns them off (for comparison)
-    static const bool stage_on = tq_env_on("GGML_CUDA_TQ_STAGE");
+    // staged tiles (tq_fa_stages) take 4-byte copies: K and V 4-byte aligned, and cp.async
     const auto al4 = [](int64_t x) { return x % 4 == 0; };
-    p.stage = stage_on && al4((int64_t) (uintptr_t) K->data) && al4((int64_t) (uintptr_t) V->data) &&
-              al4(p.nbk1) && al4(p.nbk2) && al4(p.nbk3) && al4(p.nbv1) && al4(p.nbv2) && al4(p.nbv3);
+    p.stage = al4((int64_t) (uintptr_t) K->data) && al4((int64_t) (uintptr_t) V->data) &&
+              al4(p.nbk1) && al4(p.nbk2) && al4(p.nbk3) && al4(p.nbv1) && al4(p.nbv2) && al4(p.nbv3) &&
+              ggml_cuda_tq_caps_of(ctx.device).stage;
     memcpy(&p.scale, (const float *) dst->op_params + 0, sizeof(float));
     memcpy(&p.softcap, (const float *) dst->op_params + 2, sizeof(float));
     if (p.softcap != 0.0f) {

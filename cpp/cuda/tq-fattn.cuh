@@ -19,14 +19,18 @@
 //   softmax: online, per column; lane (g, t) holds columns 2t, 2t + 1, the 8 lanes g of a t
 //            hold a column's 32 keys
 //   V phase: O^T (16 dims x columns) += V^T P^T; P's fragments are transposed into B fragments
-//            with movmatrix; lane (g, t) decodes its dimensions of keys 2t, 2t+1, 2t+8, 2t+9 and
+//            with movmatrix (ggml_cuda_movmatrix); lane (g, t) decodes its dimensions of keys 2t, 2t+1, 2t+8, 2t+9 and
 //            pairs them by key: element 0 of pair i is row g of m-tile i, element 1 row g + 8
 // Each block merges its warps and writes unnormalized partial outputs and (max, sum) per
 // column; a second kernel merges the splits.
+//
+// Architectures: the kernel needs Turing's tensor-core instructions (mma.cuh) and its staged
+// tiles Ampere's cp.async; other cards take upstream's path (ggml_cuda_tq_caps_of, tq-cuda.cuh).
 #pragma once
 
 #include "tq-cuda.cuh"
 #include "tq-device.cuh"
+#include "mma.cuh"
 
 static constexpr int TQ_FA_THREADS = 128;
 static constexpr int TQ_FA_TILE    = 128;
@@ -57,28 +61,41 @@ int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits
 #ifdef TQ_FA_DEFINE_KERNELS
 
 // ---- tensor cores ---------------------------------------------------------------------------
-// D = A B + C with A 16x16 (row-major), B 16x8 (column-major), f16 in, f32 accumulate. Lane
-// l = 4g + t holds, as f16 pairs: a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8,
-// 2t+9], a3 = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; and c[0], c[1] =
-// C[g][2t, 2t+1], c[2], c[3] = C[g+8][2t, 2t+1]. Keys (K phase) and dimensions (V phase) are
-// the 16 rows, the at most 8 columns the 8 of N: no row is padding.
+// C += A B with A 16x16 (row-major), B 16x8 (column-major), f16 in, f32 accumulate: mma.cuh's
+// tile product (m16n8k16; two m16n8k8 on Turing), whose tiles hold what the PTX fragments do.
+// Lane l = 4g + t holds, as f16 pairs: a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 =
+// A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; and
+// c[0], c[1] = C[g][2t, 2t+1], c[2], c[3] = C[g+8][2t, 2t+1]. Keys (K phase) and dimensions
+// (V phase) are the 16 rows, the at most 8 columns the 8 of N: no row is padding.
 static __device__ __forceinline__ void tq_mma_full(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                                    uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    ggml_cuda_mma::tile<16, 8, half2> A;
+    ggml_cuda_mma::tile<8, 8, half2>  B;
+    ggml_cuda_mma::tile<16, 8, float> C;
+    const uint32_t a[4] = { a0, a1, a2, a3 }, b[2] = { b0, b1 };
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        A.x[i] = *(const half2 *) &a[i];
+        C.x[i] = c[i];
+    }
+    B.x[0] = *(const half2 *) &b[0];
+    B.x[1] = *(const half2 *) &b[1];
+    ggml_cuda_mma::mma(C, A, B);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        c[i] = C.x[i];
+    }
 }
 
 // An 8x8 matrix of f16 held as lane l = 4g + t having row g, elements 2t, 2t+1, transposed in
-// the same layout (lane (g, t) gets column g, rows 2t, 2t+1).
+// the same layout (lane (g, t) gets column g, rows 2t, 2t+1): mma.cuh's movmatrix.
 static __device__ __forceinline__ uint32_t tq_movmatrix_trans(uint32_t x) {
-    uint32_t r;
-    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x));
-    return r;
+    return (uint32_t) ggml_cuda_movmatrix((int) x);
 }
 
 // e^x as a multiply and the SFU's 2^x with results below 2^-126 flushed to 0 (such weights
-// change no sum here): __expf without -ftz adds a range fix-up of 5 instructions to each call
+// change no sum here), whatever the build's -ftz: without it __expf adds a range fix-up to each
+// call. (ex2.approx is on every architecture.)
 static __device__ __forceinline__ float tq_exp(float x) {
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
@@ -338,9 +355,8 @@ static __device__ __forceinline__ void tq_fa_prefetch(const tq_fa_params & p, co
 // ---- staged tiles ------------------------------------------------------------------------
 // In a KV cache's layout a head's rows lie n_head_kv rows apart (352 bytes for 8 heads of 44),
 // and the decode's byte loads, each over 8 keys (K phase) or 4 (V phase), then touch 8 or 4
-// L1 lines where adjacent rows need 3-4: the tq2_5 op took 66.0 us at 64K against 48.2 with
-// each head's rows adjacent (device-cuda.sh perf on an H200), and the graph's decode kernel 66.7.
-// With head 128 and TQ types for K and V, each warp copies its next tile's rows into shared
+// L1 lines where adjacent rows need 3-4, which made the op markedly slower than with each
+// head's rows adjacent (device-cuda.sh perf, docs/results/cuda-h200.md). With head 128 and TQ types for K and V, each warp copies its next tile's rows into shared
 // memory (cp.async, 4 bytes a lane: one instruction reads two whole rows) while it works on
 // the current one, and the decode reads them there. (Head 64's 22-byte rows are not 4-byte
 // aligned in a cache; head 256's buffers would need dynamic shared memory: not yet.)
@@ -350,9 +366,9 @@ static constexpr __host__ __device__ bool tq_fa_stages() {
 }
 
 // A head's row of type T in bytes, and the stride of the staged rows. TQ2_5's 44-byte rows 48
-// bytes apart make the K phase's loads from them conflict-free and the V phase's 1.29 passes per
-// load, against 1.93 and 1.43 at 44 (scripts/stage-banks.py, a model). TQ3_5's 60-byte rows stay
-// unpadded (1.39 / 1.56): no stride up to 80 does better in both phases.
+// bytes apart make the K phase's loads from them conflict-free and the V phase's fewer passes
+// than at 44; TQ3_5's 60-byte rows stay unpadded: no stride up to 80 does better in both phases
+// (scripts/stage-banks.py models the shared-memory passes of each stride).
 template <ggml_type T, int D>
 static constexpr __host__ __device__ int tq_fa_row_bytes() {
     if constexpr (T == GGML_TYPE_F16) {
@@ -368,15 +384,31 @@ static constexpr __host__ __device__ int tq_fa_stage_stride() {
     return tq_fa_row_bytes<T, D>() + (T == GGML_TYPE_TQ2_5 ? 4 : 0);
 }
 
+// cp.async, guarded as cp-async.cuh guards it. Not cp-async.cuh's own wrappers: it has the
+// 16-byte copy and wait_all only, and the staged rows are 4-byte aligned (44-byte TQ2_5 rows)
+// and the double buffer waits for all but the newest group.
 static __device__ __forceinline__ void tq_cp_async4(uint32_t dst, const void * src) {
+#ifdef CP_ASYNC_AVAILABLE
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(dst), "l"(src) : "memory");
+#else
+    GGML_UNUSED_VARS(dst, src);
+    NO_DEVICE_CODE;
+#endif // CP_ASYNC_AVAILABLE
 }
 static __device__ __forceinline__ void tq_cp_commit() {
+#ifdef CP_ASYNC_AVAILABLE
     asm volatile("cp.async.commit_group;" ::: "memory");
+#else
+    NO_DEVICE_CODE;
+#endif // CP_ASYNC_AVAILABLE
 }
 template <int N>
 static __device__ __forceinline__ void tq_cp_wait() {
+#ifdef CP_ASYNC_AVAILABLE
     asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+#else
+    NO_DEVICE_CODE;
+#endif // CP_ASYNC_AVAILABLE
 }
 
 // A warp copies 32 rows of RB bytes, nb1 apart from src, to shared memory at dst, RS apart; rows
@@ -426,8 +458,7 @@ static __device__ __forceinline__ int tq_v_dim(int g2, int i, int h) {
 // of D words would put the 4 lanes t on one bank (8-way conflicts at D = 128); 2 words of
 // padding per row and the 16-word halves swapped in odd 64-dimension blocks spread them over
 // the banks: at D = 128, 1 pass per store for a TQ2_5 V, 1.25 for TQ3_5, 4 for f16/q8_0, against
-// 8, 8 and 16 (scripts/ow-banks.py, a model of these indices). The tq2_5 op at 16K went from
-// 25.56 to 24.40 us with it (device-cuda.sh perf on an H200).
+// 8, 8 and 16 (scripts/ow-banks.py, a model of these indices).
 // A warp's 32 consecutive d of one row stay 32 banks for the merge's reads.
 #define TQ_OW_STRIDE(D) ((D) + 2)
 static __device__ __forceinline__ int tq_ow_swap(int d) {
@@ -438,10 +469,12 @@ static __device__ __forceinline__ int tq_ow_swap(int d) {
 // in the loop, so one warp's loads overlap another's arithmetic); the block merges its four
 // warps at the end.
 template <int D, ggml_type TK, ggml_type TV, bool STAGE>
-// 4 blocks per SM for D <= 128 (128 registers): at 3 (162 registers) ncu found 3 warps per
-// scheduler, neither issue- nor memory-bound; at 128 the loop spills 6 loads and stores per tile
+// 4 blocks per SM for D <= 128 (128 registers, at which the loop spills a few loads and stores
+// per tile): at 3 blocks (no spills) ncu found the schedulers short of warps, neither issue- nor
+// memory-bound
 __launch_bounds__(TQ_FA_THREADS, D >= 256 ? 2 : 4)
 static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
+#ifdef TURING_MMA_AVAILABLE
     constexpr int NC = TQ_FA_MAX_COLS;
     constexpr int NB = D / TQ_BLOCK;          // blocks per row
     constexpr int VQ = D >= 128 ? D / 128 : 1; // quarters a lane decodes per V row
@@ -801,6 +834,10 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
             p.meta[r * p.n_splits + split] = make_float2(m, l);
         }
     }
+#else
+    GGML_UNUSED(p);
+    NO_DEVICE_CODE;
+#endif // TURING_MMA_AVAILABLE
 }
 
 template <int D, ggml_type TK, ggml_type TV, bool STAGE>

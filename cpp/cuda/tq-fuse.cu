@@ -1,11 +1,10 @@
-// Fusing the TQ transforms with their neighbours.
+// Fusing the TQ transforms with their neighbours, as ggml-cuda fuses its other chains (all off
+// with upstream's GGML_CUDA_DISABLE_FUSION=1, which runs every node as its own kernel).
 //
-// Always on (tq_match_plain): a ubatch's transform writes straight into the head-major layout
-// that the graph's copy back (CONT) would make, plus K's centering offset when an ADD of it
-// follows; a token's transform adds K's offset itself. Each saves a kernel and, for ubatches,
-// a copy of the activations.
-//
-// On by default (see tq_fuse_enabled); GGML_CUDA_TQ_FUSE=0 turns it off:
+// tq_match_plain: a ubatch's transform writes straight into the head-major layout that the
+// graph's copy back (CONT) would make, plus K's centering offset when an ADD of it follows; a
+// token's transform adds K's offset itself. Each saves a kernel and, for ubatches, a copy of
+// the activations.
 //
 // At decode a layer's TQ graph (llama-graph.cpp, patch 0004) has four small products by the
 // per-head transforms: Q's, K's and V's, back to back with K's and V's cache writes, and the
@@ -31,14 +30,6 @@
 #include "tq-cuda.cuh"
 #include "tq-fattn.cuh"
 #include "ggml-tq-impl.h"
-
-static bool tq_fuse_enabled() {
-    // On unless GGML_CUDA_TQ_FUSE=0 (which runs each transform as its own kernel, for comparison).
-    // On an H200, Llama-3-8B shape, tq2_5 decode at 16K: 0.90-0.93x f16 fused against 0.87x
-    // unfused, one build, two runs on two cards (docs/results/cuda-h200.md).
-    static const bool on = tq_env_on("GGML_CUDA_TQ_FUSE");
-    return on;
-}
 
 static const ggml_tensor * tq_root(const ggml_tensor * t) {
     return t->view_src ? t->view_src : t;
@@ -106,9 +97,9 @@ static const ggml_tensor * tq_offset_add(const ggml_cgraph * g, int j, const ggm
     return add;
 }
 
-// Always on (they only save copies and launches): a ubatch's transform with its copy back into
-// head-major order (+ K's offset), and a token's transform with K's offset.
-static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
+// A ubatch's transform with its copy back into head-major order (+ K's offset), and a token's
+// transform with K's offset.
+static int tq_match_plain(int device, const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     const ggml_tensor * mm = g->nodes[i];
     const int j = tq_next_compute(g, i);
     if (ggml_cuda_tq_transform_applies(mm)) {
@@ -123,7 +114,7 @@ static int tq_match_plain(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) 
         m.out = add;
         return j - i + 1;
     }
-    if (!ggml_cuda_tq_transform_tokens_applies(mm) || j >= g->n_nodes) {
+    if (!ggml_cuda_tq_transform_tokens_applies(device, mm) || j >= g->n_nodes) {
         return 0;
     }
     // CONT(permute(reshape(mm))): mm [d, n_tok, r, n_kv] read as [d, n_head, n_tok]
@@ -225,12 +216,12 @@ static int tq_match_write(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) 
 }
 
 // ATTN from the attention on: FLASH_ATTN_EXT -> views -> MUL_MAT(T_v^T, o), one query token
-static int tq_match_attn_out(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
+static int tq_match_attn_out(int device, const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     const ggml_tensor * fa = g->nodes[i];
     const ggml_tensor * Q = fa->src[0];
     const ggml_tensor * K = fa->src[1];
     const int k = tq_next_compute(g, i);
-    if (!ggml_cuda_tq_fattn_applies(fa) || Q->ne[1] != 1 || Q->ne[3] != 1 || k >= g->n_nodes) {
+    if (!ggml_cuda_tq_fattn_applies(device, fa) || Q->ne[1] != 1 || Q->ne[3] != 1 || k >= g->n_nodes) {
         return 0;
     }
     const ggml_tensor * mo = g->nodes[k];
@@ -245,14 +236,14 @@ static int tq_match_attn_out(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & 
     return k - i + 1;
 }
 
-int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
+int ggml_cuda_tq_match(int device, const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     m = {};
     const ggml_tensor * mm = g->nodes[i];
     if (mm->op == GGML_OP_FLASH_ATTN_EXT) {
-        return tq_fuse_enabled() ? tq_match_attn_out(g, i, m) : 0;
+        return tq_match_attn_out(device, g, i, m);
     }
-    if (!tq_fuse_enabled() || !ggml_cuda_tq_transform_applies(mm)) {
-        return tq_match_plain(g, i, m);
+    if (!ggml_cuda_tq_transform_applies(mm)) {
+        return tq_match_plain(device, g, i, m);
     }
     const int j = tq_next_compute(g, i);
     if (j >= g->n_nodes) {
@@ -262,13 +253,13 @@ int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
 
     if (next->op == GGML_OP_FLASH_ATTN_EXT) {
         const ggml_tensor * K = next->src[1];
-        if (tq_root(next->src[0]) != mm || !ggml_cuda_tq_fattn_applies(next) || next->src[0]->ne[1] != 1 ||
+        if (tq_root(next->src[0]) != mm || !ggml_cuda_tq_fattn_applies(device, next) || next->src[0]->ne[1] != 1 ||
             next->src[0]->ne[3] != 1 ||
             mm->src[1]->ne[2] != next->src[0]->ne[2] || mm->src[0]->ne[2] != K->ne[2] ||
             mm->src[0]->ne[0] != K->ne[0] || !tq_only_user(g, mm, next)) {
             return 0;
         }
-        const int n = tq_match_attn_out(g, j, m);
+        const int n = tq_match_attn_out(device, g, j, m);
         m.kind = ggml_cuda_tq_fused::ATTN;
         m.fa = next;
         m.out = n ? m.out : next;
@@ -280,7 +271,7 @@ int ggml_cuda_tq_match(const ggml_cgraph * g, int i, ggml_cuda_tq_fused & m) {
     if (const int n = tq_match_write(g, i, m)) {
         return n;
     }
-    return tq_match_plain(g, i, m);
+    return tq_match_plain(device, g, i, m);
 }
 
 void ggml_cuda_tq_run_fused(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fused & m) {

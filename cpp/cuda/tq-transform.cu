@@ -14,13 +14,14 @@
 // final layout (tq-fuse.cu fuses the copy back, and K's centering offset, into it).
 #include "tq-cuda.cuh"
 #include "tq-device.cuh"
+#include "mma.cuh"
 
 // y[h] = T[h / r] x[h] (+ bias[h]), a warp per 32 rows (tq_warp_rows_dot). Two grids:
 //   WHOLE_HEAD  grid (n_head), D threads: every warp has read all of x[h] before any writes
 //               y[h], so y may be x itself; gallocr gives K's offset add the memory of x once the
 //               transform, x's last reader, is done (tq-fuse.cu fuses that add into this kernel)
-//   otherwise   grid (D / 32, n_head), one warp per block: T's rows spread over 4x the SMs,
-//               0.6 us faster per call on an H200 (docs/results/cuda-h200.md)
+//   otherwise   grid (D / 32, n_head), one warp per block: T's rows spread over 4x the SMs
+//               (faster per call: docs/results/cuda-h200.md)
 template <int D, bool WHOLE_HEAD>
 static __global__ void __launch_bounds__(WHOLE_HEAD ? D : 32)
 k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
@@ -89,7 +90,7 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
 
 // ---- several tokens: TF32 tensor cores -------------------------------------------------
 //
-// A block computes 128 output dimensions (all of them when d = 64) of one head for 64 tokens:
+// Ampere and later (mma.cuh's TF32 tile product; ggml_cuda_tq_caps_of). A block computes 128 output dimensions (all of them when d = 64) of one head for 64 tokens:
 // C (rows x tokens) = T (rows x d) X (d x tokens), in chunks of 32 of d staged through shared
 // memory. TF32 keeps f32's range with an 11-bit significand, as f16 K/V caches and f16 flash
 // attention do; what follows the products rounds far more (the TQ quantizer, f16 attention,
@@ -106,24 +107,42 @@ struct tq_transform_tokens_args {
 static constexpr int TQ_TT_TOKENS = 64;
 static constexpr int TQ_TT_KC     = 32;
 
-static __device__ __forceinline__ uint32_t tq_tf32(float x) {
+// x rounded to the nearest TF32, as the f32 bits that mma.cuh's TF32 tiles hold
+static __device__ __forceinline__ float tq_tf32(float x) {
+#ifdef AMPERE_MMA_AVAILABLE
     uint32_t r;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-    return r;
+    return __uint_as_float(r);
+#else
+    NO_DEVICE_CODE;
+    return x;
+#endif // AMPERE_MMA_AVAILABLE
 }
 
-// D = A B + C, A 16x8 (row-major), B 8x8 (column-major), TF32 in, f32 accumulate. Lane
-// l = 4g + t holds a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4]; b0 = B[t][g],
-// b1 = B[t+4][g]; c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1].
-static __device__ __forceinline__ void tq_mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+// C += A B, A 16x8 (row-major), B 8x8 (column-major), TF32 in, f32 accumulate: mma.cuh's tile
+// product. Lane l = 4g + t holds a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4];
+// b0 = B[t][g], b1 = B[t+4][g]; c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1].
+static __device__ __forceinline__ void tq_mma_tf32(float (&c)[4], const float (&a)[4], float b0, float b1) {
+    ggml_cuda_mma::tile<16, 8, float> A, C;
+    ggml_cuda_mma::tile<8, 8, float>  B;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        A.x[i] = a[i];
+        C.x[i] = c[i];
+    }
+    B.x[0] = b0;
+    B.x[1] = b1;
+    ggml_cuda_mma::mma(C, A, B);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        c[i] = C.x[i];
+    }
 }
 
 // grid (token tiles, r * n_kv, D / rows); 4 warps, warp w on rows w * rows / 4 of the block's
 template <int D>
 static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_transform_tokens_args a) {
+#ifdef AMPERE_MMA_AVAILABLE
     constexpr int RT = D < 128 ? D : 128; // output rows per block
     constexpr int MT = RT / 64;           // 16-row m-tiles per warp
     constexpr int NT = TQ_TT_TOKENS / 8;  // 8-token n-tiles
@@ -153,7 +172,7 @@ static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_tra
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < TQ_TT_KC; kk += 8) {
-            uint32_t af[MT][4];
+            float af[MT][4];
 #pragma unroll
             for (int m = 0; m < MT; ++m) {
                 const int r0 = warp * (RT / 4) + 16 * m + g;
@@ -164,8 +183,8 @@ static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_tra
             }
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
-                const uint32_t b0 = tq_tf32(Xs[8 * n + g][kk + t]);
-                const uint32_t b1 = tq_tf32(Xs[8 * n + g][kk + t + 4]);
+                const float b0 = tq_tf32(Xs[8 * n + g][kk + t]);
+                const float b1 = tq_tf32(Xs[8 * n + g][kk + t + 4]);
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     tq_mma_tf32(c[m][n], af[m], b0, b1);
@@ -195,9 +214,13 @@ static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_tra
             }
         }
     }
+#else
+    GGML_UNUSED(a);
+    NO_DEVICE_CODE;
+#endif // AMPERE_MMA_AVAILABLE
 }
 
-bool ggml_cuda_tq_transform_tokens_applies(const ggml_tensor * dst) {
+bool ggml_cuda_tq_transform_tokens_applies(int device, const ggml_tensor * dst) {
     if (!tq_transform_hinted(dst)) {
         return false;
     }
@@ -206,7 +229,7 @@ bool ggml_cuda_tq_transform_tokens_applies(const ggml_tensor * dst) {
     const bool aligned = (uintptr_t) x->data % 16 == 0 && x->nb[1] % 16 == 0 && x->nb[2] % 16 == 0 && x->nb[3] % 16 == 0 &&
                          (uintptr_t) T->data % 16 == 0;
     return T->ne[2] == 1 && x->nb[0] == sizeof(float) && x->ne[3] == T->ne[3] && aligned &&
-           x->ne[1] * x->ne[2] * x->ne[3] < INT_MAX;
+           x->ne[1] * x->ne[2] * x->ne[3] < INT_MAX && ggml_cuda_tq_caps_of(device).tokens;
 }
 
 void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_tensor * dst, float * out, const float * bias) {

@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--top", type=int, default=16)
     ap.add_argument("--sass", metavar="FILE", help="also write the loop's instructions to FILE")
-    ap.add_argument("--unstaged", action="store_true", help="the instance without staged tiles (GGML_CUDA_TQ_STAGE=0)")
+    ap.add_argument("--unstaged", action="store_true", help="the instance without staged tiles (unaligned K/V, cards without cp.async)")
     a = ap.parse_args()
     if a.k in ("f16", "q8_0") and a.v in ("f16", "q8_0"):
         die("one of K and V must be a TQ type")
