@@ -31,7 +31,7 @@ FLAGS = ["-std=c++17", "-O3", "-use_fast_math", "-extended-lambda", "-DGGML_USE_
 
 def cublas_stub() -> str:
     """The few cuBLAS names common.cuh needs, where nvcc comes without cuBLAS (sass-mix.py's)."""
-    spec = importlib.util.spec_from_file_location("sass_mix", ROOT / "scripts/sass-mix.py")
+    spec = importlib.util.spec_from_file_location("sass_mix", ROOT / "tools/gpu/sass-mix.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.CUBLAS_STUB

@@ -1,5 +1,5 @@
 // Public API of the TurboQuant KV-cache types GGML_TYPE_TQ2_5 / GGML_TYPE_TQ3_5 (tqgguf).
-// Installed as ggml/include/ggml-tq.h by tqgguf's scripts/build-llama.sh; see docs/format.md.
+// ggml/include/ggml-tq.h in the patched tree (a new file of the series); see docs/format.md.
 #pragma once
 
 #include "ggml.h"

@@ -1,6 +1,6 @@
 // TurboQuant KV cache in llama.cpp (tqgguf): the model's turboquant.* metadata and the
-// per-layer, per-KV-head transforms the graph applies to Q/K/V. Copied into src/ by tqgguf's
-// scripts/import-core.sh; the key names and checks mirror tqgguf/metadata.py.
+// per-layer, per-KV-head transforms the graph applies to Q/K/V. src/llama-tq.h in the patched tree
+// (the series carries it as a new file); the key names and checks mirror tqgguf/metadata.py.
 #pragma once
 
 #include "ggml.h"
