@@ -3,12 +3,15 @@
 # patch series (self-contained: it carries cpp/ as new files; scripts/series.py), and install its
 # tools into PREFIX/bin.
 #
-#   scripts/build-llama.sh [--cuda] [--asan] [--src DIR] [--prefix DIR] [--jobs N] [--tree-only DIR]
+#   scripts/build-llama.sh [--cuda] [--asan] [--cpu native|avx2] [--src DIR] [--prefix DIR] [--jobs N]
+#                          [--tree-only DIR]
 #
 #   --cuda        also build the CUDA backend, for the GPUs present (nvidia-smi's compute_cap, e.g.
 #                 "86;90"); CUDA_ARCHS overrides that (a CMAKE_CUDA_ARCHITECTURES list: CUDA_ARCHS=86,
 #                 CUDA_ARCHS="80;86;89;90", CUDA_ARCHS=80-virtual for PTX only, compiled by the driver)
 #   --asan        AddressSanitizer build (a separate cache entry)
+#   --cpu avx2    a portable x86 build for AVX2 CPUs (GGML_NATIVE=OFF; AVX, AVX2, FMA, F16C, BMI2 and
+#                 nothing newer, whatever this CPU has); default: native (-march=native)
 #   --src DIR     start from your own checkout of upstream 0c1e570 instead of the sdist (it is copied)
 #   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
 #   --tree-only DIR  write the patched source tree to DIR/llama.cpp and stop
@@ -22,24 +25,26 @@
 # interrupted build is never taken for a finished one. Prints PREFIX on stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cuda=0 asan=0 src="" prefix="" jobs=$(nproc) tree_only="" incremental=0 targets=""
+cuda=0 asan=0 cpu=native src="" prefix="" jobs=$(nproc) tree_only="" incremental=0 targets=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --cuda) cuda=1 ;;
         --asan) asan=1 ;;
+        --cpu) cpu=$2; shift ;;
         --src) src=$(cd "$2" && pwd); shift ;;
         --prefix) prefix=$2; shift ;;
         --jobs|-j) jobs=$2; shift ;;
         --tree-only) tree_only=$2; shift ;;
         --incremental) incremental=1 ;;
         --targets) targets=$2; shift ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-llama.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 die() { echo "build-llama.sh: error: $*" >&2; exit 1; }
 log() { echo "build-llama.sh: $*" >&2; }
+case "$cpu" in native|avx2) ;; *) die "unknown --cpu $cpu (native or avx2)" ;; esac
 
 cache=${TQGGUF_CACHE:-$HOME/.cache/tqgguf}
 SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
@@ -61,7 +66,7 @@ if [ "$cuda" = 1 ] && [ -z "$tree_only" ]; then
         archs=$caps
     fi
 fi
-key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=$archs targets=$TARGETS";
+key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan cpu=$cpu archs=$archs targets=$TARGETS";
          cd "$root"; cat patches/series; for p in $(cat patches/series); do cat "patches/$p"; done;
          find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh; } | sha256sum | cut -c1-16)
 [ -n "$src" ] && key="$key-src"
@@ -69,7 +74,7 @@ prefix=${prefix:-$cache/llama/$key}
 # One call per key at a time (they share the work folder below): a second one waits here, then
 # finds the build cached, or builds it itself if the first failed. An incremental work folder is
 # shared by every key of its option set: one build in it at a time.
-opts_key=$(echo "$SDIST_SHA256 cuda=$cuda asan=$asan archs=$archs src=${src:+1}" | sha256sum | cut -c1-16)
+opts_key=$(echo "$SDIST_SHA256 cuda=$cuda asan=$asan cpu=$cpu archs=$archs src=${src:+1}" | sha256sum | cut -c1-16)
 [ -n "$tree_only" ] && incremental=0
 lock=$key
 [ "$incremental" = 1 ] && lock=incr-$opts_key
@@ -147,10 +152,16 @@ if [ "$incremental" = 1 ]; then
     tree=$work/llama.cpp
 fi
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON
-      -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON -DGGML_NATIVE=ON
+      -DLLAMA_BUILD_UI=OFF -DGGML_RPC=ON
       # the sdist has no .git: name the build (llama-bench's "build:", the logs' build info) by the
       # upstream commit and this build's key (patches, cpp/, scripts)
       "-DLLAMA_BUILD_COMMIT=$UPSTREAM+tq.$key")
+if [ "$cpu" = avx2 ]; then
+    # what most x86 desktops and laptops have (Intel client CPUs, AMD Zen 2/3): no AVX-512
+    opts+=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+else
+    opts+=(-DGGML_NATIVE=ON)
+fi
 # Upstream's AMX matmul (ggml-cpu/amx) segfaults on some Sapphire-Rapids-class hosts (llama.cpp
 # issue #20824, never fixed upstream), and -march=native turns it on wherever the CPU has AMX.
 # Explicit -mno-amx-* wins over -march=native in GCC and clang whatever the order, so the build
@@ -167,7 +178,7 @@ ccache=$(command -v ccache || true)
 [ -n "$ccache" ] && opts+=("-DCMAKE_C_COMPILER_LAUNCHER=$ccache" "-DCMAKE_CXX_COMPILER_LAUNCHER=$ccache" "-DCMAKE_CUDA_COMPILER_LAUNCHER=$ccache")
 [ "$cuda" = 1 ] && opts+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$archs")
 [ "$asan" = 1 ] && opts+=(-DLLAMA_SANITIZE_ADDRESS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
-log "configuring ($([ "$cuda" = 1 ] && echo "CUDA for $archs" || echo CPU)$([ "$asan" = 1 ] && echo ", ASan"))"
+log "configuring ($([ "$cuda" = 1 ] && echo "CUDA for $archs" || echo CPU), cpu=$cpu$([ "$asan" = 1 ] && echo ", ASan"))"
 cmake -S "$tree" -B "$work/build" "${opts[@]}" > "$work/configure.log" 2>&1 || { tail -20 "$work/configure.log" >&2; die "cmake configure failed (log: $work/configure.log)"; }
 log "building $TARGETS with $jobs jobs (a few minutes; log: $work/build.log)"
 # shellcheck disable=SC2086
