@@ -26,6 +26,8 @@ void ggml_vec_dot_tq2_5_f32(int n, float * s, size_t bs, const void * vx, size_t
 void ggml_vec_dot_tq3_5_f32(int n, float * s, size_t bs, const void * vx, size_t bx, const void * vy, size_t by, int nrc);
 // y[0..n) += v * dequantize(x): flash attention's V accumulation without a row buffer.
 void ggml_vec_mad_tq_f32(enum ggml_type type, int n, float * y, const void * vx, float v);
+// Which of those paths this build compiled: "avx512", "avx2", "neon" or "portable".
+const char * ggml_tq_cpu_simd(void);
 
 #ifdef __cplusplus
 }
