@@ -1,35 +1,56 @@
 #!/usr/bin/env bash
 # CPU decode speed of TQ caches against stock ones: llama-bench, tg32 at depth 4096, FA on,
 # on the default model (prepared), all types in one run, interleaved over repetitions so that
-# a noisy machine hurts every type alike. A benchmark: it prints a table, it asserts nothing.
-#   scripts/bench_cpu.sh [TYPES (default q4_0,q8_0,tq3_5,tq2_5)] [DEPTH (4096)] [ROUNDS (3)]
+# a noisy machine hurts every type alike. A benchmark: it prints a table, it asserts nothing
+# (llama-bench's rows are kept in OUT/bench_cpu.jsonl as they come, OUT = $TQGGUF_OUT or out).
+#   scripts/bench_cpu.sh [--cpu native|avx2] [--bin DIR] [--repack 0|1] [TYPES] [DEPTH] [ROUNDS]
+#   TYPES (default q4_0,q8_0,tq3_5,tq2_5), DEPTH (4096), ROUNDS (3)
+#   --cpu     which build of scripts/build-llama.sh (llama-bench only) [native]
+#   --bin     a folder with llama-bench instead (e.g. $(scripts/build-llama.sh --cpu avx2 ...)/bin)
+#   --repack  llama-bench --repack: repacking of the model's weights for the CPU's matmul [0]
+#             (off by default: upstream's AMX repack crashes on some Intel hosts, and the KV cache
+#             is never repacked, so every cache type is measured the same way)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-types=${1:-q4_0,q8_0,tq3_5,tq2_5} depth=${2:-4096} rounds=${3:-3}
+cpu=native bin="" repack=0 pos=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cpu) cpu=$2; shift ;;
+        --bin) bin=$(cd "$2" && pwd); shift ;;
+        --repack) repack=$2; shift ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) pos+=("$1") ;;
+    esac
+    shift
+done
+types=${pos[0]:-q4_0,q8_0,tq3_5,tq2_5} depth=${pos[1]:-4096} rounds=${pos[2]:-3}
 bash "$root/scripts/setup-env.sh"
 cd "$root"
 out=${TQGGUF_OUT:-out}; mkdir -p "$out"
 model=$(.venv/bin/python -c 'from tqgguf import assets; print(assets.default_model())')
 prepared="$out/SmolLM2-135M-Instruct.Q4_1.tq.gguf"
 [ -f "$prepared" ] || .venv/bin/tqgguf prepare "$model" -o "$prepared" -q >/dev/null
-bin=$(bash scripts/build-llama.sh)/bin
+[ -n "$bin" ] || bin=$(bash scripts/build-llama.sh --cpu "$cpu" --targets llama-bench)/bin
+cpu_name=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1)
+echo "CPU: ${cpu_name:-unknown} | llama-bench: $bin | --repack $repack | FA on | tg32 at depth $depth" >&2
 for r in $(seq "$rounds"); do
     for t in ${types//,/ }; do
-        "$bin/llama-bench" -m "$prepared" -fa 1 -ctk "$t" -ctv "$t" -p 0 -n 32 -d "$depth" -r 1 -o jsonl 2>/dev/null
+        "$bin/llama-bench" -m "$prepared" -fa 1 -ctk "$t" -ctv "$t" -p 0 -n 32 -d "$depth" -r 1 \
+            --repack "$repack" -o jsonl 2>/dev/null
     done
-done | .venv/bin/python -c '
+done | tee "$out/bench_cpu.jsonl" | .venv/bin/python -c '
 import json, sys, statistics
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
 by = {}
 for r in rows:
     by.setdefault(r["type_k"], []).append(r["avg_ts"])
 base = statistics.median(by.get("q4_0", [float("nan")]))
-print(f"| cache K/V | tg32 @ d'"$depth"' t/s (median of {len(next(iter(by.values())))}) | runs | vs q4_0 |")
-print("|---|---|---|---|")
+print(f"| cache K/V | tg32 @ d'"$depth"' t/s (median of {len(next(iter(by.values())))}) | runs | speed vs q4_0 | time per token vs q4_0 |")
+print("|---|---|---|---|---|")
 for t, v in by.items():
     m = statistics.median(v)
     runs = ", ".join("%.1f" % x for x in v)
-    print(f"| {t} | {m:.2f} | {runs} | {m / base:.2f}x |")
+    print(f"| {t} | {m:.2f} | {runs} | {m / base:.2f}x | {base / m:.2f}x |")
 print()
 print("llama-bench build:", rows[0].get("build_commit"), "| CPU:", rows[0].get("cpu_info"), "| threads:", rows[0].get("n_threads"))
 '
