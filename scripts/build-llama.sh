@@ -16,6 +16,7 @@
 #   --prefix DIR  where bin/ goes [default: ~/.cache/tqgguf/llama/<key>]
 #   --tree-only DIR  write the patched source tree to DIR/llama.cpp and stop
 #   --targets "T..." build only these of the tools (default: all of them, listed below)
+#   --check       build nothing: print PREFIX if this build is cached and complete, else exit 3
 #   --incremental build in one work folder per option set, kept after the build: a new key syncs
 #                 its patched tree into it by content, so make rebuilds only the files that changed
 #                 (the GPU machine, which has no ccache: several kernel versions in one call)
@@ -25,7 +26,7 @@
 # interrupted build is never taken for a finished one. Prints PREFIX on stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cuda=0 asan=0 cpu=native src="" prefix="" jobs=$(nproc) tree_only="" incremental=0 targets=""
+cuda=0 asan=0 cpu=native src="" prefix="" jobs=$(nproc) tree_only="" incremental=0 targets="" check=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --cuda) cuda=1 ;;
@@ -36,8 +37,9 @@ while [ $# -gt 0 ]; do
         --jobs|-j) jobs=$2; shift ;;
         --tree-only) tree_only=$2; shift ;;
         --incremental) incremental=1 ;;
+        --check) check=1 ;;
         --targets) targets=$2; shift ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-llama.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -49,7 +51,7 @@ case "$cpu" in native|avx2) ;; *) die "unknown --cpu $cpu (native or avx2)" ;; e
 cache=${TQGGUF_CACHE:-$HOME/.cache/tqgguf}
 SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 UPSTREAM=0c1e570
-ALL_TARGETS="llama-cli llama-server llama-perplexity llama-bench llama-passkey llama-quantize test-backend-ops test-tq-ops test-save-load-state ggml-rpc-server"
+ALL_TARGETS="llama-cli llama-server llama-perplexity llama-bench llama-passkey llama-quantize llama-tq-calibrate test-backend-ops test-tq-ops test-save-load-state ggml-rpc-server"
 TARGETS=${targets:-$ALL_TARGETS}
 for t in $TARGETS; do
     case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target $t (one of: $ALL_TARGETS)" ;; esac
@@ -71,6 +73,11 @@ key=$( { echo "$SDIST_SHA256 cuda=$cuda asan=$asan cpu=$cpu archs=$archs targets
          find cpp -type f | LC_ALL=C sort | xargs cat; cat scripts/build-llama.sh; } | sha256sum | cut -c1-16)
 [ -n "$src" ] && key="$key-src"
 prefix=${prefix:-$cache/llama/$key}
+if [ "$check" = 1 ]; then
+    [ -f "$prefix/.complete" ] && [ "$(cat "$prefix/.complete")" = "$key" ] || exit 3
+    echo "$prefix"
+    exit 0
+fi
 # One call per key at a time (they share the work folder below): a second one waits here, then
 # finds the build cached, or builds it itself if the first failed. An incremental work folder is
 # shared by every key of its option set: one build in it at a time.

@@ -39,6 +39,7 @@ NEW_FILES = {
     "cpp/tests/test-tq-ops.cpp": ("tests/test-tq-ops.cpp", "0004"),
     "cpp/llama/llama-tq.h": ("src/llama-tq.h", "0005"),
     "cpp/llama/llama-tq.cpp": ("src/llama-tq.cpp", "0005"),
+    "cpp/tools/tq-calibrate.cpp": ("tools/tq-calibrate/tq-calibrate.cpp", "0008"),
 }
 for _src in sorted((root / "cpp" / "cuda").glob("*")):
     NEW_FILES[f"cpp/cuda/{_src.name}"] = (f"ggml/src/ggml-cuda/turboquant/{_src.name}", "0007")

@@ -36,6 +36,6 @@ def test_every_patch_has_a_truthful_dep3_header():
         head = (ROOT / "patches" / n).read_text().split("\n---\n", 1)[0]
         for field in ("Description:", "Author:", "Forwarded:", "Last-Update:"):
             assert re.search(rf"^{field} \S", head, re.M), (n, field)
-        # nothing here was ever meant to stay out of upstream
-        assert "Forwarded: not-needed" not in head, n
+        # "not-needed" (never upstream) only with its reason
+        assert not re.search(r"^Forwarded: not-needed\s*$", head, re.M), n
         assert "import-core" not in head, n
