@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tqgguf import blocks, outliers as outl, reference, rotation
-from tqgguf.capture import LayerKV, attention, causal_mask
+from studies.capture import LayerKV, attention, causal_mask
 
 
 @dataclass

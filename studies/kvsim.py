@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ablation as ab
-from tqgguf.capture import Model, attention, causal_mask, forward, tokenize_greedy
+from studies.capture import Model, attention, causal_mask, forward, tokenize_greedy
 
 
 @dataclass

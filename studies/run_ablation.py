@@ -20,7 +20,8 @@ root = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(root))
 
 from studies import ablation as ab
-from tqgguf import assets, capture, metadata, outliers as outl  # noqa: E402
+from studies import capture  # noqa: E402
+from tqgguf import assets, metadata, outliers as outl  # noqa: E402
 from tqgguf.gguf_file import read_header  # noqa: E402
 
 V = ab.Variant

@@ -23,8 +23,8 @@ sys.path.insert(0, str(root))
 
 import numpy as np  # noqa: E402
 
-from studies import ablation as ab, kvsim
-from tqgguf import assets, capture, metadata, outliers as outl, prepare  # noqa: E402
+from studies import ablation as ab, capture, kvsim  # noqa: E402
+from tqgguf import assets, metadata, outliers as outl, prepare  # noqa: E402
 from tqgguf.gguf_file import read_header  # noqa: E402
 
 V = ab.Variant
@@ -52,8 +52,8 @@ def main():
     meta = metadata.read(read_header(model))
     text = Path(assets.eval_text()).read_text()
     t0 = time.time()
-    centers = prepare.k_centers(model, text[-60_000:])
-    packaged = prepare.k_centers(model, prepare.CALIBRATION_TEXT.read_text())  # what `tqgguf prepare` stores
+    centers = capture.k_centers(model, text[-60_000:])
+    packaged = capture.k_centers(model, prepare.CALIBRATION_TEXT.read_text())  # the packaged text, as prepare uses
     m = capture.load(model)
     token_chunks = (kvsim.chunks_from_kld_base(a.tokens_from, a.chunks) if a.tokens_from
                     else kvsim.chunks(m, text, a.ctx, a.chunks))

@@ -1,8 +1,8 @@
 """capture.py is the model's own forward pass (or the ablations measure nothing real)."""
 import numpy as np
 
-from studies import ablation as ab
-from tqgguf import assets, capture
+from studies import ablation as ab, capture
+from tqgguf import assets
 
 
 def test_numpy_forward_pass_predicts_the_text(smollm2):

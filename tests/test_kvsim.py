@@ -1,8 +1,8 @@
 """kvsim: the end-to-end KLD of a KV-cache format through the numpy forward pass."""
 import numpy as np
 
-from studies import ablation as ab, kvsim
-from tqgguf import assets, capture, metadata, outliers as outl
+from studies import ablation as ab, capture, kvsim
+from tqgguf import assets, metadata, outliers as outl
 from tqgguf.gguf_file import read_header
 
 

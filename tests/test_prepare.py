@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from tqgguf import metadata, prepare
+from tqgguf import calibrate, metadata, prepare
 from tqgguf.harness import synth
 from tqgguf.gguf_file import read_header
 
@@ -82,35 +82,91 @@ def test_seed_changes_only_seeds(tiny_model, tmp_path):
     assert np.array_equal(ma.outliers["k"], mb.outliers["k"])
 
 
-def test_k_centering_is_the_default_and_can_be_turned_off(tiny_model, tmp_path):
-    on, off = tmp_path / "on.gguf", tmp_path / "off.gguf"
-    run_cli("prepare", str(tiny_model), "-o", str(on), "-q", check=True)
-    run_cli("prepare", str(tiny_model), "-o", str(off), "--no-center-k", "-q", check=True)
-    m_on, m_off = metadata.read(read_header(on)), metadata.read(read_header(off))
-    assert m_off.k_center is None
-    shape = synth.Shape()
-    assert m_on.k_center.shape == (shape.n_layer, shape.n_kv_head, shape.head_dim)
-    # the stored centers are the mean K rows of the packaged calibration text
-    want = prepare.k_centers(str(tiny_model), prepare.CALIBRATION_TEXT.read_text())
-    assert np.array_equal(m_on.k_center, want) and np.abs(want).max() > 0
+def _no_build(tmp_path) -> dict:
+    """An environment where no llama.cpp build is cached and none is named."""
+    env = {k: v for k, v in os.environ.items() if k != "TQGGUF_LLAMA_BIN"}
+    (tmp_path / "empty-cache").mkdir(exist_ok=True)
+    return dict(env, TQGGUF_CACHE=str(tmp_path / "empty-cache"))
 
 
-def test_k_centering_steps_aside_where_it_cannot_run(tmp_path):
-    # an architecture without a numpy forward pass: a note, data-free metadata, exit 0
-    other = tmp_path / "other.gguf"
-    synth.write(other, synth.Shape(), arch="starcoder2")
-    r = run_cli("prepare", str(other), "-o", str(tmp_path / "o.gguf"), check=True)
-    assert "no K centering" in r.stderr and "starcoder2" in r.stderr
-    assert metadata.read(read_header(tmp_path / "o.gguf")).k_center is None
-
-
-def test_an_asked_for_calibration_that_cannot_run_is_refused(tiny_model, tmp_path):
-    calib = tmp_path / "calib.txt"
-    calib.write_text("\x01\x02\x03")  # no token of the vocabulary
+def test_without_a_build_prepare_says_so_in_one_line_and_stays_data_free(tiny_model, tmp_path):
     out = tmp_path / "o.gguf"
-    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(out), "--calibration", str(calib)),
-                          "--calibration", "tokens")
+    r = run_cli("prepare", str(tiny_model), "-o", str(out), "-q", env=_no_build(tmp_path), check=True)
+    notes = r.stderr.strip().splitlines()
+    assert len(notes) == 1 and "no K centering" in notes[0] and "tqgguf build" in notes[0], r.stderr
+    assert metadata.read(read_header(out)).k_center is None
+    r = run_cli("prepare", str(tiny_model), "-o", str(out), "--no-center-k", "-q", env=_no_build(tmp_path), check=True)
+    assert r.stderr == ""
+
+
+def test_an_asked_for_calibration_without_a_build_is_refused(tiny_model, tmp_path):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("some text " * 100)
+    out = tmp_path / "o.gguf"
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(out), "--calibration", str(calib),
+                                  env=_no_build(tmp_path)), "--calibration", "tqgguf build")
     assert not out.exists()
+
+
+def _stats(shape: synth.Shape, seed=0, **change) -> calibrate.Stats:
+    rng = np.random.default_rng(seed)
+    L, H, d = shape.n_layer, shape.n_kv_head, shape.head_dim
+    s = calibrate.Stats(arch="llama", n_layer=L, n_head=shape.n_head, n_kv_head=H, head_dim_k=d, head_dim_v=d,
+                        ctx=64, tokens=np.arange(64, dtype=np.int32), k_rows=np.full(L, 64),
+                        q_rows=np.full(L, 64 * shape.n_head // H), kq_scale=np.full(L, d ** -0.5, np.float32),
+                        softcap=np.zeros(L, np.float32),
+                        mean={k: rng.standard_normal((L, H, d)).astype(np.float32) for k in calibrate.KINDS},
+                        cov={k: np.broadcast_to(np.eye(d, dtype=np.float32), (L, H, d, d)).copy()
+                             for k in calibrate.KINDS})
+    for k, v in change.items():
+        setattr(s, k, v)
+    return s
+
+
+def test_stats_file_gives_the_k_centers(tiny_model, tmp_path):
+    st = _stats(synth.Shape())
+    calibrate.write(tmp_path / "stats.gguf", st)
+    out = tmp_path / "o.gguf"
+    run_cli("prepare", str(tiny_model), "-o", str(out), "--stats", str(tmp_path / "stats.gguf"), "-q",
+            env=_no_build(tmp_path), check=True)
+    assert np.array_equal(metadata.read(read_header(out)).k_center, st.mean["k"])
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("another model", "the model has 2 x 2 x 64"),
+    ("a layer without rows", "no K rows for layer 1"),
+    ("not finite", "not finite"),
+    ("a model, not statistics", "not a llama-tq-calibrate statistics file"),
+    ("not a gguf", "not a GGUF"),
+])
+def test_stats_that_do_not_fit_are_refused(tiny_model, tmp_path, case, needle):
+    path = tmp_path / "stats.gguf"
+    shape = synth.Shape()
+    if case == "another model":
+        calibrate.write(path, _stats(synth.Shape(n_layer=3)))
+    elif case == "a layer without rows":
+        calibrate.write(path, _stats(shape, k_rows=np.array([64, 0])))
+    elif case == "not finite":
+        st = _stats(shape)
+        st.mean["k"][0, 0, 0] = np.nan
+        calibrate.write(path, st)
+    elif case == "a model, not statistics":
+        shutil.copy(tiny_model, path)
+    else:
+        path.write_bytes(b"hello")
+    out = tmp_path / "o.gguf"
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(out), "--stats", str(path)), "--stats", needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--stats", "S", "--calibration", "S"], "give one"),
+    (["--stats", "S", "--no-center-k"], "drop --stats"),
+])
+def test_contradictory_calibration_options_are_refused(tiny_model, tmp_path, args, needle):
+    (tmp_path / "S").write_text("x")
+    args = [str(tmp_path / a) if a == "S" else a for a in args]
+    assert_one_line_error(run_cli("prepare", str(tiny_model), "-o", str(tmp_path / "o.gguf"), *args), needle)
 
 
 # ---- refusals: one line, non-zero exit, nothing written -----------------------------
@@ -216,11 +272,14 @@ def test_an_unwritable_output_is_refused_before_any_work(tiny_model, tmp_path, m
     def work(*a, **kw):
         raise AssertionError("prepare worked before checking its output")
 
-    monkeypatch.setattr(prepare, "_calibration", work)
+    monkeypatch.setattr(calibrate, "calibrate", work)
+    monkeypatch.setattr(calibrate, "read", work)
     monkeypatch.setattr(prepare, "build_metadata", work)
-    with pytest.raises(prepare.PrepareError, match="does not exist"):
-        prepare.prepare_file(str(tiny_model), str(tmp_path / "missing" / "out.gguf"), 1, ["tq2_5"],
-                             center_text=prepare.CALIBRATION_TEXT.read_text())
+    for cal in (prepare.Calibration(text="some text", tool=Path("llama-tq-calibrate")),
+                prepare.Calibration(stats=str(tiny_model))):
+        with pytest.raises(prepare.PrepareError, match="does not exist"):
+            prepare.prepare_file(str(tiny_model), str(tmp_path / "missing" / "out.gguf"), 1, ["tq2_5"],
+                                 calibration=cal)
 
 
 def test_refuses_a_folder_as_output(tiny_model, tmp_path):
@@ -306,18 +365,18 @@ def test_a_signal_mid_write_removes_the_temp_file(tiny_model, tmp_path, sig):
 
 
 def test_a_signal_during_calibration_removes_the_temp_file_and_spares_the_input(tiny_model, tmp_path):
-    # the calibration text is a FIFO nobody writes: prepare waits on it, its temp file open
-    fifo = tmp_path / "calibration.txt"
+    # the statistics file is a FIFO nobody writes: prepare waits on it, its temp file open
+    fifo = tmp_path / "stats.gguf"
     os.mkfifo(fifo)
     sha = _sha(tiny_model)
     p = subprocess.Popen([sys.executable, "-m", "tqgguf.cli", "prepare", str(tiny_model), "--in-place",
-                          "--calibration", str(fifo), "-q"],
+                          "--stats", str(fifo), "-q"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 60  # a bound for a broken prepare, not a guess at timing
         while not _parts(tmp_path):
             assert p.poll() is None, p.communicate()[1]
-            assert time.monotonic() < deadline, "prepare made no temp file before reading its calibration text"
+            assert time.monotonic() < deadline, "prepare made no temp file before reading its statistics"
             time.sleep(0.01)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)

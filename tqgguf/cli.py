@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import assets, blocks, codebook, metadata, prepare as prep
+from . import assets, blocks, calibrate, codebook, metadata, prepare as prep
 from .harness import bench as bn, compare as cmp, llama as ll, recall as rc
 from .gguf_file import GGUFError, read_header
 
@@ -33,7 +33,7 @@ def one_line_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (prep.PrepareError, GGUFError, metadata.MetadataError, ll.LlamaError, cmp.CompareError,
-                assets.AssetError) as e:
+                assets.AssetError, calibrate.StatsError) as e:
             raise UserError(str(e)) from None
 
     return wrapper
@@ -45,7 +45,8 @@ def main():
     """TurboQuant KV-cache compression for llama.cpp.
 
     \b
-    tqgguf prepare MODEL.gguf     add TurboQuant metadata (rotation seeds, codebooks, outliers)
+    tqgguf prepare MODEL.gguf     add TurboQuant metadata (rotation seeds, outliers, K centers)
+    tqgguf calibrate MODEL.gguf   K/V/Q statistics from llama.cpp, for prepare --stats
     tqgguf inspect MODEL.gguf     show it, with the bits per value each TQ type costs
     tqgguf build [--cuda]         build the patched llama.cpp (cached)
     tqgguf compare MODEL.gguf     PPL / KLD / memory of every KV-cache type, side by side
@@ -64,6 +65,7 @@ def temp_files_removed_on_signals(what: str):
     Signals ignored at start (nohup) stay ignored."""
 
     def stop(signum, frame):
+        calibrate.terminate_live()
         prep.remove_live_temps()
         with contextlib.suppress(Exception):
             click.echo(("\n" if sys.stderr.isatty() else "") +
@@ -93,22 +95,42 @@ def temp_files_removed_on_signals(what: str):
 @click.option("--types", "types_text", default="tq2_5,tq3_5", show_default=True,
               help="Comma-separated TQ cache types to prepare codebooks for.")
 @click.option("--center-k/--no-center-k", "center_k", default=True, show_default=True,
-              help="Store each K head's mean row (turboquant.k.center) so the cache keeps k - mu: calibrated "
-                   "on text by a numpy forward pass (llama and qwen2 architectures; others stay data-free). "
-                   "docs/ablation.md, tables 5 and 8.")
+              help="Store each K head's mean row (turboquant.k.center) so the cache keeps k - mu, calibrated "
+                   "through llama.cpp itself (llama-tq-calibrate, any architecture it runs). Without a built "
+                   "llama-tq-calibrate (`tqgguf build`, ~10 minutes once on 2 cores), --llama-bin or --stats, "
+                   "prepare says so in one line and writes data-free metadata. docs/calibration.md.")
 @click.option("--calibration", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Text for the K centers [default: the packaged 12 KB of Django's reference docs].")
+              help="Text for the K centers [default: the packaged 12 KB of Django's reference docs]; needs "
+                   "llama-tq-calibrate (refused without it).")
 @click.option("--calibration-tokens", type=click.IntRange(prep.MIN_CENTER_TOKENS), default=prep.CENTER_TOKENS,
               show_default=True, help="Tokens of the calibration text the K centers average over.")
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Take the K centers from a statistics file made elsewhere (`tqgguf calibrate` or "
+                   "llama-tq-calibrate, e.g. on a GPU machine) instead of running the model here.")
+@click.option("--llama-bin", type=click.Path(file_okay=False), default=None,
+              help="bin/ folder with llama-tq-calibrate [default: $TQGGUF_LLAMA_BIN, else the cached "
+                   "scripts/build-llama.sh build].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for the calibration "
+                                                                      "[default: llama.cpp's].")
+@click.option("--ngl", type=click.IntRange(0), default=0, show_default=True,
+              help="Layers on the GPU for the calibration (a GPU build of llama.cpp).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
-def prepare(model, output, in_place, seed, types_text, center_k, calibration, calibration_tokens, quiet):
+def prepare(model, output, in_place, seed, types_text, center_k, calibration, calibration_tokens, stats_file,
+            llama_bin, threads, ngl, quiet):
     """Write a copy of MODEL with the TurboQuant metadata the patched llama.cpp needs.
 
     Tensors and all other keys are copied byte for byte; existing turboquant.* keys
     are replaced, so preparing twice gives the same bytes. Outlier channels are
     chosen data-free from the model's K/V projection weights (docs/metadata.md);
-    the K centers come from a calibration text (--no-center-k: none).
+    the K centers come from running the model in llama.cpp over a calibration text
+    (llama-tq-calibrate; --stats: from a file; --no-center-k: none).
+
+    \b
+    Where llama-tq-calibrate is not built yet and neither --calibration nor --stats
+    is given, prepare writes data-free metadata and says so in one line: run
+    `tqgguf build` once (about 10 minutes on 2 cores) and prepare again for the
+    calibrated K centers (30-80% lower KLD, docs/ablation.md).
 
     \b
     The output appears only when complete: prepare writes a temp file beside it,
@@ -118,16 +140,26 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
     the next prepare into the same folder.
     """
     types = prep.parse_types(types_text)
+    if stats_file and calibration:
+        raise UserError("--stats and --calibration both say where the K centers come from; give one")
+    if not center_k and (stats_file or calibration):
+        raise UserError(f"--no-center-k leaves the K centers out; drop {'--stats' if stats_file else '--calibration'}")
     dst = prep.resolve_output(model, output, in_place)
+    prep.read_model_header(model)  # not a GGUF: refused before looking for llama.cpp
+    tool = None
+    if center_k and not stats_file:
+        tool = ll.find_built(calibrate.TOOL, llama_bin)
+        if tool is None and calibration:
+            raise UserError(f"--calibration needs {calibrate.TOOL}, which is not built: run `tqgguf build` "
+                            "(once; about 10 minutes on 2 cores), or pass --llama-bin DIR or --stats FILE")
 
     @contextlib.contextmanager
     def bar(label, length):
-        with click.progressbar(length=length, label=label, file=sys.stderr, hidden=quiet) as b:
+        # the calibration can refuse (llama.cpp cannot run the model, the text is too short): off a
+        # terminal its label, which a progress bar prints at once, stays out of a refusal's one line
+        hidden = quiet or label.startswith("calibrating") and not sys.stderr.isatty()
+        with click.progressbar(length=length, label=label, file=sys.stderr, hidden=hidden) as b:
             yield b.update
-
-    def skip_center(why):
-        if not quiet:
-            click.echo(f"tqgguf: note: no K centering ({why}); the metadata stays data-free", err=True)
 
     # the temp file first: an output that cannot be written is refused before any work
     unchanged = f"{dst} is unchanged" if os.path.lexists(dst) else f"{dst} was not written"
@@ -136,14 +168,48 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
             mib = sum(n for _, n in out.removed) / 2**20
             click.echo(f"tqgguf: note: removed {len(out.removed)} temp file(s) that killed prepares left in "
                        f"{out.folder} ({mib:.1f} MiB)", err=True)
-        text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace") if center_k else None
+        cal = None
+        if stats_file:
+            cal = prep.Calibration(stats=stats_file)
+        elif tool is not None:
+            text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace")
+            cal = prep.Calibration(text=text, tool=tool, n_tokens=calibration_tokens, threads=threads, ngl=ngl)
         try:
-            # the packaged text steps aside where centering cannot run; a text asked for does not
-            prep.prepare_file(model, out, seed, types, bar, center_text=text, center_tokens=calibration_tokens,
-                              skip_center=None if calibration else skip_center)
+            prep.prepare_file(model, out, seed, types, bar, calibration=cal)
         except prep.CalibrationError as e:
-            raise UserError(f"--calibration: {e}") from None
+            raise UserError(f"--stats: {e}" if stats_file else f"--calibration: {e}" if calibration else str(e)) from None
+    if center_k and cal is None:  # after the work: a refusal stays the only line
+        click.echo(f"tqgguf: note: no K centering ({calibrate.TOOL} is not built: run `tqgguf build` once, "
+                   "about 10 minutes on 2 cores, and prepare again; or pass --llama-bin DIR or --stats FILE); "
+                   "the metadata stays data-free", err=True)
     click.echo(dst)
+
+
+@main.command("calibrate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Statistics file to write.")
+@click.option("--calibration", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Text to run [default: the packaged 12 KB of Django's reference docs].")
+@click.option("--calibration-tokens", type=click.IntRange(prep.MIN_CENTER_TOKENS), default=prep.CENTER_TOKENS,
+              show_default=True)
+@click.option("--llama-bin", type=click.Path(file_okay=False), default=None,
+              help="bin/ folder with llama-tq-calibrate [default: $TQGGUF_LLAMA_BIN, else the cached build, "
+                   "built if needed].")
+@click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--ngl", type=click.IntRange(0), default=0, show_default=True)
+@one_line_errors
+def calibrate_cmd(model, output, calibration, calibration_tokens, llama_bin, threads, ngl):
+    """Run MODEL in llama.cpp over a text and write its K, V and Q statistics (per layer and KV
+    head: mean and covariance) to OUTPUT, for `tqgguf prepare --stats` (docs/calibration.md)."""
+    prep.read_model_header(model)
+    tool = ll.find_built(calibrate.TOOL, llama_bin) or ll.find_bin(calibrate.TOOL, None)
+    text = Path(calibration or prep.CALIBRATION_TEXT)
+    try:
+        calibrate.run(tool, model, text, output, n_tokens=calibration_tokens, threads=threads, ngl=ngl,
+                      min_tokens=prep.MIN_CENTER_TOKENS)
+    except calibrate.ToolError as e:
+        raise UserError(e.why) from None
+    click.echo(output)
 
 
 @main.command()
@@ -246,8 +312,10 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
         model = str(Path(out_dir) / "model" / (src.stem + ".tq.gguf"))
         if not Path(model).exists():
             Path(model).parent.mkdir(parents=True, exist_ok=True)
+            tool = ll.find_bin(calibrate.TOOL, llama_bin)
             prep.prepare_file(str(src), model, prep.DEFAULT_SEED, sorted(blocks.TYPES),
-                              center_text=prep.CALIBRATION_TEXT.read_text())
+                              calibration=prep.Calibration(text=prep.CALIBRATION_TEXT.read_text(), tool=tool,
+                                                           threads=threads, ngl=ngl))
     require_prepared(model, configs)
     text = Path(text) if text else assets.eval_text()
     binary = ll.find_bin("llama-perplexity", llama_bin)

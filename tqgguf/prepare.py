@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import blocks, metadata, outliers, rotation
+from . import blocks, calibrate, metadata, outliers, rotation
 from .gguf_file import GGUFError, Header, TensorReader, header_bytes, read_header
 
 DEFAULT_SEED = 0x7A5EED  # any fixed value; recorded in the file, so it is never implicit
@@ -334,7 +334,8 @@ def _no_progress(label: str, length: int):
 
 # K centering is on by default (docs/ablation.md, tables 5 and 8: it is the lever that puts the
 # TQ types ahead of the plain configuration); its calibration text ships with the package:
-# 12 KB of Django's reference docs (BSD-3-Clause), disjoint from the evaluation text.
+# 12 KB of Django's reference docs (BSD-3-Clause), disjoint from the evaluation text. The K rows
+# come from llama.cpp itself (llama-tq-calibrate, tqgguf/calibrate.py, docs/calibration.md).
 CALIBRATION_TEXT = Path(__file__).parent / "data" / "calibration.txt"
 CENTER_TOKENS = 1024
 MIN_CENTER_TOKENS = 16
@@ -348,74 +349,77 @@ class CalibrationError(PrepareError):
         self.why = why
 
 
-def _calibration(path: str, text: str, n_tokens: int):
-    """The model (weights not yet read) and the tokens K centering will run on, or CalibrationError
-    where the forward pass does not know the architecture or the text gives too few tokens."""
-    from . import capture
+@dataclass
+class Calibration:
+    """Where the K centers come from: a statistics file made elsewhere (``stats``), or
+    llama-tq-calibrate (``tool``) run over ``text`` (the text itself)."""
+    stats: str | None = None
+    text: str | None = None
+    tool: Path | None = None
+    n_tokens: int = CENTER_TOKENS
+    threads: int | None = None
+    ngl: int = 0
 
+
+def k_centers_from(stats: "calibrate.Stats", shape: ModelShape, where: str = "the statistics") -> np.ndarray:
+    """The K centers (n_layer, n_kv_head, d) of ``stats``, checked against the model's shape."""
+    got = (stats.n_layer, stats.n_kv_head, stats.head_dim_k)
+    want = (shape.n_layer, shape.n_kv_head, shape.head_dim_k)
+    if got != want:
+        raise CalibrationError(f"{where} are for {got[0]} layers x {got[1]} KV heads x K heads of {got[2]} "
+                               f"({stats.arch}), the model has {want[0]} x {want[1]} x {want[2]}")
+    empty = [i for i, n in enumerate(stats.k_rows) if n == 0]
+    if empty:
+        raise CalibrationError(f"{where} hold no K rows for layer {empty[0]} (llama.cpp keeps no K cache there)")
+    centers = stats.mean["k"]
+    if not np.isfinite(centers).all():
+        raise CalibrationError(f"{where} hold K means that are not finite")
+    return centers.astype(np.float32)
+
+
+def k_centers(path: str, text: str, tool: Path, n_tokens: int = CENTER_TOKENS, **kw) -> np.ndarray:
+    """The mean K row (after RoPE) of each layer and KV head over ``text``, as llama.cpp computes
+    it: (n_layer, n_kv_head, d). Raises CalibrationError where it cannot run."""
+    return k_centers_from(_run_tool(path, Calibration(text=text, tool=tool, n_tokens=n_tokens, **kw)),
+                          model_shape(read_model_header(path)))
+
+
+def _run_tool(src: str, cal: Calibration) -> "calibrate.Stats":
     try:
-        m = capture.load(path, keep_weights=False)
-    except capture.UnsupportedArchitecture as e:
-        raise CalibrationError(f"this version has a numpy forward pass for {' and '.join(capture.ARCHS)}, "
-                               f"not {e.arch}") from None
-    ids = capture.tokenize_greedy(m.vocab, text, n_tokens)
-    if len(ids) < MIN_CENTER_TOKENS:
-        raise CalibrationError(f"the calibration text gives {len(ids)} tokens with the model's vocabulary")
-    return m, ids
-
-
-def _k_means(m, ids: list[int]) -> np.ndarray:
-    from . import capture
-
-    means = []
-
-    def attend(il, q, k, v):
-        means.append(k.astype(np.float64).mean(0))
-        return capture.attention(q, k, v, capture.causal_mask(len(ids)))
-
-    capture.forward(m, ids, attend, dtype=np.float32)
-    return np.stack(means).astype(np.float32)
-
-
-def k_centers(path: str, text: str, n_tokens: int = CENTER_TOKENS) -> np.ndarray:
-    """The mean K row (after RoPE) of each layer and KV head over ``text``: (n_layer, n_kv_head, d).
-
-    Calibrated, not data-free: a numpy forward pass of the model (capture.py, f32, one weight
-    dequantized at a time). The cache then stores T (k - mu); softmax ignores the shift.
-    Raises CalibrationError where it cannot run (see _calibration).
-    """
-    return _k_means(*_calibration(path, text, n_tokens))
+        return calibrate.calibrate(cal.tool, src, cal.text, n_tokens=cal.n_tokens, threads=cal.threads, ngl=cal.ngl,
+                                   min_tokens=MIN_CENTER_TOKENS)
+    except calibrate.ToolError as e:
+        raise CalibrationError(e.why) from None
 
 
 def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str], progress=_no_progress,
-                 center_text: str | None = None, center_tokens: int = CENTER_TOKENS,
-                 skip_center=None) -> None:
+                 calibration: Calibration | None = None) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
     ``dst``: a path, or a TempOutput the caller opened (and so checked) already; a path is
     opened before any work, so an output that cannot be written is refused at once.
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
-    ``center_text``: calibration text for the K centering (turboquant.k.center). Where it cannot
-    run (CalibrationError), ``skip_center(why)`` is called and the metadata stays data-free; with
-    no skip_center the error propagates.
+    ``calibration``: where the K centers (turboquant.k.center) come from; None: no centering.
+    Where it cannot give them, CalibrationError (one line).
     """
     hdr = read_model_header(src)
+    shape = model_shape(hdr)
     with contextlib.ExitStack() as stack:
         out = dst if isinstance(dst, TempOutput) else stack.enter_context(TempOutput(dst))
-        calibration = None
-        if center_text is not None:  # refuse (or step aside) before any work
+        centers = None
+        if calibration is not None and calibration.stats is not None:  # refuse before any work
             try:
-                calibration = _calibration(src, center_text, center_tokens)
-            except CalibrationError as e:
-                if skip_center is None:
-                    raise
-                skip_center(e.why)
-        with progress("choosing outlier channels", model_shape(hdr).n_layer) as update:
-            meta = build_metadata(src, hdr, seed, types, update)
-        if calibration is not None:
-            with progress("calibrating K centers", 1) as update:
-                meta.k_center = _k_means(*calibration)
+                stats = calibrate.read(calibration.stats)
+            except calibrate.StatsError as e:
+                raise CalibrationError(str(e)) from None
+            centers = k_centers_from(stats, shape, f"the statistics in {calibration.stats}")
+        elif calibration is not None:
+            with progress("calibrating K centers (llama.cpp)", 1) as update:
+                centers = k_centers_from(_run_tool(src, calibration), shape)
                 update(1)
+        with progress("choosing outlier channels", shape.n_layer) as update:
+            meta = build_metadata(src, hdr, seed, types, update)
+        meta.k_center = centers
         with progress("writing " + os.path.basename(out.dst), hdr.file_size - hdr.data_offset) as update:
             write_atomic(src, out, with_metadata(hdr, meta), hdr, update)
 

@@ -27,6 +27,33 @@ def build(cuda: bool = False, quiet: bool = False) -> Path:
     return Path(r.stdout.strip().splitlines()[-1]) / "bin"
 
 
+def cached_build(cuda: bool = False) -> Path | None:
+    """The bin/ folder of the cached build of this checkout (pin, patches, cpp/), or None where it is
+    not built yet: never builds (scripts/build-llama.sh --check)."""
+    if not BUILD_SCRIPT.exists():
+        return None
+    cmd = ["bash", str(BUILD_SCRIPT), "--check"] + (["--cuda"] if cuda else [])
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    return Path(r.stdout.strip().splitlines()[-1]) / "bin"
+
+
+def find_built(name: str, bin_dir: str | os.PathLike | None) -> Path | None:
+    """A tool from --llama-bin / $TQGGUF_LLAMA_BIN (LlamaError if it is not there), else from the
+    cached build if there is one, else None: never builds."""
+    folder = bin_dir or os.environ.get("TQGGUF_LLAMA_BIN")
+    if folder:
+        path = Path(folder) / name
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            src = "--llama-bin" if bin_dir else "$TQGGUF_LLAMA_BIN"
+            raise LlamaError(f"{name} not found in {folder} ({src}): build it with `scripts/build-llama.sh` "
+                             "(or `tqgguf build`), which builds it since patch 0008")
+        return path
+    built = cached_build()
+    return built / name if built is not None and (built / name).is_file() else None
+
+
 def find_bin(name: str, bin_dir: str | os.PathLike | None) -> Path:
     """A tool from --llama-bin / $TQGGUF_LLAMA_BIN, else from the cached build (built if needed)."""
     folder = bin_dir or os.environ.get("TQGGUF_LLAMA_BIN")

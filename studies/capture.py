@@ -1,6 +1,8 @@
 """Q, K and V of every layer of a llama-architecture GGUF on real text: a numpy forward pass.
 
-For the ablations (docs/ablation.md): quantizer choices are judged on the rows llama.cpp would
+A study tool, not the product: `tqgguf prepare` calibrates through llama.cpp itself
+(llama-tq-calibrate, tqgguf/calibrate.py); tests/test_calibrate.py holds the two to the same K
+means. For the ablations (docs/ablation.md): quantizer choices are judged on the rows llama.cpp would
 put into its KV cache (K after RoPE, V), with the queries that will read them. Weights are
 dequantized with gguf-py; the text is tokenized by greedy longest match over the model's own
 vocabulary (GPT-2 byte-level pieces), close to but not exactly its BPE: the statistics of K and V
@@ -184,6 +186,27 @@ def capture(path: str, text: str, n_tokens: int = 512) -> tuple[list[int], list[
 
     logits = forward(m, ids, attend)
     return ids, layers, top1(logits, ids)
+
+
+def k_means(m: Model, ids: list[int]) -> np.ndarray:
+    """The mean K row (after RoPE) of each layer and KV head over the token ids:
+    (n_layer, n_kv_head, d), float64 (f32 forward pass)."""
+    means = []
+    mask = causal_mask(len(ids))
+
+    def attend(il, q, k, v):
+        means.append(k.astype(np.float64).mean(0))
+        return attention(q, k, v, mask)
+
+    forward(m, ids, attend, dtype=np.float32)
+    return np.stack(means)
+
+
+def k_centers(path: str, text: str, n_tokens: int = 1024) -> np.ndarray:
+    """k_means over the first ``n_tokens`` of ``text``, tokenized greedily: what `tqgguf prepare`
+    stored before it calibrated through llama.cpp (float32)."""
+    m = load(path, keep_weights=False)
+    return k_means(m, tokenize_greedy(m.vocab, text, n_tokens)).astype(np.float32)
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
