@@ -29,8 +29,8 @@ cd "$root"
 out=${TQGGUF_OUT:-out}; mkdir -p "$out"
 model=$(.venv/bin/python -c 'from tqgguf import assets; print(assets.default_model())')
 prepared="$out/SmolLM2-135M-Instruct.Q4_1.tq.gguf"
-[ -f "$prepared" ] || .venv/bin/tqgguf prepare "$model" -o "$prepared" -q >/dev/null
-[ -n "$bin" ] || bin=$(bash scripts/build-llama.sh --cpu "$cpu" --targets llama-bench)/bin
+[ -n "$bin" ] || bin=$(bash scripts/build-llama.sh --cpu "$cpu" --targets "llama-bench llama-tq-calibrate")/bin
+[ -f "$prepared" ] || .venv/bin/tqgguf prepare "$model" -o "$prepared" --llama-bin "$bin" -q >/dev/null
 cpu_name=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1)
 echo "CPU: ${cpu_name:-unknown} | llama-bench: $bin | --repack $repack | FA on | tg32 at depth $depth" >&2
 for r in $(seq "$rounds"); do

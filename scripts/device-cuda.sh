@@ -93,7 +93,10 @@ llama3_shape() {
 from tqgguf.harness import synth
 synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
                                   n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))" >&2 || exit 1
-        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 -q >&2 || exit 1
+        # K centers by llama-tq-calibrate on the GPU where this build has it (else data-free, one line)
+        local cal=()
+        [ -x "$bin/llama-tq-calibrate" ] && cal=(--llama-bin "$bin" --ngl 99)
+        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 "${cal[@]}" -q >&2 || exit 1
     fi
     command -v flock > /dev/null && flock -u 8
     echo "$model.tq"

