@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: tqgguf/harness/llama.py
 BUILD_SCRIPT = ROOT / "scripts" / "build-llama.sh"
 
 
@@ -27,12 +27,13 @@ def build(cuda: bool = False, quiet: bool = False) -> Path:
     return Path(r.stdout.strip().splitlines()[-1]) / "bin"
 
 
-def cached_build(cuda: bool = False) -> Path | None:
-    """The bin/ folder of the cached build of this checkout (pin, patches, cpp/), or None where it is
-    not built yet: never builds (scripts/build-llama.sh --check)."""
+def cached_build(cuda: bool = False, targets: str | None = None) -> Path | None:
+    """The bin/ folder of the cached build of this checkout (pin, patches, cpp/; all tools, or only
+    ``targets``), or None where it is not built yet: never builds (scripts/build-llama.sh --check)."""
     if not BUILD_SCRIPT.exists():
         return None
-    cmd = ["bash", str(BUILD_SCRIPT), "--check"] + (["--cuda"] if cuda else [])
+    cmd = ["bash", str(BUILD_SCRIPT), "--check"] + (["--cuda"] if cuda else []) + \
+        (["--targets", targets] if targets else [])
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if r.returncode != 0 or not r.stdout.strip():
         return None
@@ -50,8 +51,11 @@ def find_built(name: str, bin_dir: str | os.PathLike | None) -> Path | None:
             raise LlamaError(f"{name} not found in {folder} ({src}): build it with `scripts/build-llama.sh` "
                              "(or `tqgguf build`), which builds it since patch 0008")
         return path
-    built = cached_build()
-    return built / name if built is not None and (built / name).is_file() else None
+    # the full build, else one of this tool alone (build-llama.sh --targets NAME: minutes, not ten)
+    for built in (cached_build(), cached_build(targets=name)):
+        if built is not None and (built / name).is_file():
+            return built / name
+    return None
 
 
 def find_bin(name: str, bin_dir: str | os.PathLike | None) -> Path:
