@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ablation.py [--model PREPARED.gguf] [--tokens 512] [--out out/ablation.md]
 
 Runs the model's forward pass in numpy on the start of the project's evaluation text
-(tqgguf.capture), then quantizes its K and/or V rows each way (studies/ablation.py) and reports the
+(studies/capture.py), then quantizes its K and/or V rows each way (studies/ablation.py) and reports the
 relative error of the attention output, mean and worst over layers. Default model: SmolLM2-135M,
 prepared (its turboquant.* metadata gives the seeds and prepare's outlier channels).
 """

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/ablation_e2e.py [--model PREPARED.gguf] [--chunks 8] [--ctx 512] [--out out/ablation-e2e.md]
 
-The numpy forward pass (tqgguf.capture) runs each chunk of the evaluation text once with exact
+The numpy forward pass (studies/capture.py) runs each chunk of the evaluation text once with exact
 K/V and once per configuration with K/V as that cache gives them back (studies/kvsim.py); the table
 gives the mean KL divergence over the second half of each chunk. K centers come from the last
 60 KB of the same text (disjoint from the chunks, which come from its start), as
