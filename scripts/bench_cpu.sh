@@ -3,22 +3,25 @@
 # on the default model (prepared), all types in one run, interleaved over repetitions so that
 # a noisy machine hurts every type alike. A benchmark: it prints a table, it asserts nothing
 # (llama-bench's rows are kept in OUT/bench_cpu.jsonl as they come, OUT = $TQGGUF_OUT or out).
-#   scripts/bench_cpu.sh [--cpu native|avx2] [--bin DIR] [--repack 0|1] [TYPES] [DEPTH] [ROUNDS]
+#   scripts/bench_cpu.sh [--cpu native|avx2] [--bin DIR] [--repack 0|1] [--threads N] [TYPES] [DEPTH] [ROUNDS]
 #   TYPES (default q4_0,q8_0,tq3_5,tq2_5), DEPTH (4096), ROUNDS (3)
 #   --cpu     which build of scripts/build-llama.sh (llama-bench only) [native]
 #   --bin     a folder with llama-bench instead (e.g. $(scripts/build-llama.sh --cpu avx2 ...)/bin)
 #   --repack  llama-bench --repack: repacking of the model's weights for the CPU's matmul [0]
 #             (off by default: upstream's AMX repack crashes on some Intel hosts, and the KV cache
 #             is never repacked, so every cache type is measured the same way)
+#   --threads llama-bench -t [llama-bench's default]; on a machine shared with other jobs, -t 1:
+#             2 threads on 2 busy cores spin at every op's barrier while the other is descheduled
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cpu=native bin="" repack=0 pos=()
+cpu=native bin="" repack=0 threads=() pos=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --cpu) cpu=$2; shift ;;
         --bin) bin=$(cd "$2" && pwd); shift ;;
         --repack) repack=$2; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --threads) threads=(-t "$2"); shift ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) pos+=("$1") ;;
     esac
     shift
@@ -36,7 +39,7 @@ echo "CPU: ${cpu_name:-unknown} | llama-bench: $bin | --repack $repack | FA on |
 for r in $(seq "$rounds"); do
     for t in ${types//,/ }; do
         "$bin/llama-bench" -m "$prepared" -fa 1 -ctk "$t" -ctv "$t" -p 0 -n 32 -d "$depth" -r 1 \
-            --repack "$repack" -o jsonl 2>/dev/null
+            --repack "$repack" "${threads[@]}" -o jsonl 2>/dev/null
     done
 done | tee "$out/bench_cpu.jsonl" | .venv/bin/python -c '
 import json, sys, statistics
