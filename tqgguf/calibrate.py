@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from gguf.constants import GGMLQuantizationType
+
+from .gguf_file import GGUFError, Header, TensorReader, read_header
 
 TOOL = "llama-tq-calibrate"
 FORMAT_VERSION = 1
@@ -80,59 +83,52 @@ class Stats:
     cov: dict                   # kind -> (n_layer, n_kv_head, d, d) float32
 
 
-def _field(r, key):
-    f = r.fields.get(key)
-    if f is None:
+def _value(hdr: Header, key: str):
+    v = hdr.get(key)
+    if v is None:
         raise StatsError(f"{key} is missing")
-    return f
-
-
-def _scalar(r, key) -> int:
-    f = _field(r, key)
-    return int(f.parts[f.data[0]][0])
-
-
-def _array(r, key, dtype) -> np.ndarray:
-    f = _field(r, key)
-    return np.array([f.parts[i][0] for i in f.data], dtype=dtype)
+    return v
 
 
 def read(path: str | os.PathLike) -> Stats:
     """The statistics in ``path``; StatsError (one line) if it is not such a file."""
-    import gguf
-
     try:
-        r = gguf.GGUFReader(str(path))
-    except (OSError, ValueError) as e:
-        raise StatsError(f"{path} is not a GGUF file ({e})") from None
-    if K_VERSION not in r.fields:
+        hdr = read_header(path)
+    except GGUFError as e:
+        raise StatsError(str(e)) from None
+    if hdr.get(K_VERSION) is None:
         raise StatsError(f"{path} is not a llama-tq-calibrate statistics file (no {K_VERSION})")
+    tensors = TensorReader(path, hdr)
     try:
-        v = _scalar(r, K_VERSION)
+        v = int(_value(hdr, K_VERSION))
         if v != FORMAT_VERSION:
             raise StatsError(f"format {v}; this version reads format {FORMAT_VERSION}")
-        f = _field(r, K_ARCH)
-        s = Stats(arch=bytes(f.parts[f.data[0]]).decode(), n_layer=_scalar(r, K_LAYERS), n_head=_scalar(r, K_HEADS),
-                  n_kv_head=_scalar(r, K_KV_HEADS), head_dim_k=_scalar(r, K_HEAD_DIM_K),
-                  head_dim_v=_scalar(r, K_HEAD_DIM_V), ctx=_scalar(r, K_CTX), tokens=np.zeros(0, np.int32),
-                  k_rows=_array(r, K_K_ROWS, np.int64), q_rows=_array(r, K_Q_ROWS, np.int64),
-                  kq_scale=_array(r, K_KQ_SCALE, np.float32), softcap=_array(r, K_SOFTCAP, np.float32),
+        u = lambda key: int(_value(hdr, key))
+        s = Stats(arch=str(_value(hdr, K_ARCH)), n_layer=u(K_LAYERS), n_head=u(K_HEADS),
+                  n_kv_head=u(K_KV_HEADS), head_dim_k=u(K_HEAD_DIM_K),
+                  head_dim_v=u(K_HEAD_DIM_V), ctx=u(K_CTX), tokens=np.zeros(0, np.int32),
+                  k_rows=np.asarray(_value(hdr, K_K_ROWS), dtype=np.int64),
+                  q_rows=np.asarray(_value(hdr, K_Q_ROWS), dtype=np.int64),
+                  kq_scale=np.asarray(_value(hdr, K_KQ_SCALE), dtype=np.float32),
+                  softcap=np.asarray(_value(hdr, K_SOFTCAP), dtype=np.float32),
                   mean={}, cov={})
-        tensors = {t.name: t for t in r.tensors}
-        if T_TOKENS not in tensors:
+        t = hdr.tensor(T_TOKENS)
+        if t is None:
             raise StatsError(f"tensor {T_TOKENS} is missing")
-        s.tokens = np.asarray(tensors[T_TOKENS].data, dtype=np.int32).copy()
+        if t.type != GGMLQuantizationType.I32:
+            raise StatsError(f"tensor {T_TOKENS} is not I32")
+        s.tokens = np.frombuffer(tensors.raw(T_TOKENS), dtype="<i4").astype(np.int32)
         for kind in KINDS:
             d = s.head_dim_v if kind == "v" else s.head_dim_k
             for name, shape, into in ((t_mean(kind), (s.n_layer, s.n_kv_head, d), s.mean),
                                       (t_cov(kind), (s.n_layer, s.n_kv_head, d, d), s.cov)):
-                if name not in tensors:
+                a = tensors.get(name)
+                if a is None:
                     raise StatsError(f"tensor {name} is missing")
-                a = np.asarray(tensors[name].data, dtype=np.float32)
                 if a.size != int(np.prod(shape)):
                     raise StatsError(f"tensor {name} has {a.size} values, not {int(np.prod(shape))}")
                 into[kind] = a.reshape(shape).copy()
-    except (StatsError, IndexError, ValueError) as e:
+    except (StatsError, GGUFError, TypeError, ValueError) as e:
         raise StatsError(f"{path}: not a statistics file tqgguf can read: {e}") from None
     for name, a in (("k_rows", s.k_rows), ("q_rows", s.q_rows)):
         if a.shape != (s.n_layer,):

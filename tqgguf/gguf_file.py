@@ -189,13 +189,20 @@ class TensorReader:
     def __init__(self, path: str | os.PathLike, header: Header):
         self.path, self.header = os.fspath(path), header
 
+    def raw(self, name: str) -> np.ndarray | None:
+        """The bytes of tensor ``name`` as they stand in the file (a read-only memory map)."""
+        t = self.header.tensor(name)
+        if t is None:
+            return None
+        return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.header.data_offset + t.offset, shape=(t.nbytes,))
+
     def get(self, name: str) -> np.ndarray | None:
         t = self.header.tensor(name)
         if t is None:
             return None
         from gguf.quants import dequantize
 
-        raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.header.data_offset + t.offset, shape=(t.nbytes,))
+        raw = self.raw(name)
         rows = int(np.prod(t.shape[1:], dtype=np.int64)) or 1
         try:
             data = dequantize(raw.reshape(rows, t.nbytes // rows), GGMLQuantizationType(t.type))
