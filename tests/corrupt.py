@@ -85,4 +85,33 @@ def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
         "k center wrong type": (add(metadata.K_K_CENTER, VT.ARRAY, [0] * (n_layer * n_kv * head_dim), VT.INT32),
                                 "k.center"),
         "k center beyond f16": (add(metadata.K_K_CENTER, VT.ARRAY, big, VT.FLOAT32), "k.center"),
+        **precond_cases(n_layer, n_kv, head_dim),
+    }
+
+
+def with_precond(kind: str, p: np.ndarray, p_inv: np.ndarray):
+    """turboquant.{kind}.precond(_inv) set to ``p`` / ``p_inv`` (format 3)."""
+    def edit(kvs):
+        kvs = add(metadata.k_precond(kind), VT.ARRAY, np.asarray(p, np.float32).reshape(-1), VT.FLOAT32)(kvs)
+        kvs = add(metadata.k_precond_inv(kind), VT.ARRAY, np.asarray(p_inv, np.float32).reshape(-1), VT.FLOAT32)(kvs)
+        return replace(metadata.K_VERSION, VT.UINT32, 3)(kvs)
+    return edit
+
+
+def precond_cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
+    eye = np.broadcast_to(np.eye(head_dim, dtype=np.float32), (n_layer, n_kv, head_dim, head_dim))
+    nan = eye.copy()
+    nan[-1, -1, 3, 5] = np.nan
+    huge = eye * 2e4
+    alone = lambda kvs: add(metadata.k_precond("v"), VT.ARRAY, eye.reshape(-1), VT.FLOAT32)(
+        replace(metadata.K_VERSION, VT.UINT32, 3)(kvs))
+    def in_format_2(kvs):
+        return replace(metadata.K_VERSION, VT.UINT32, 2)(with_precond("k", eye, eye)(kvs))
+    return {
+        "precond without its inverse": (alone, "precond"),
+        "precond not the inverse": (with_precond("k", eye, 2 * eye), "inverse"),
+        "precond nan": (with_precond("v", nan, eye), "finite"),
+        "precond huge": (with_precond("k", huge, eye / 2e4), "finite"),
+        "precond short": (with_precond("k", eye.reshape(-1)[:5], eye.reshape(-1)[:5]), "precond"),
+        "precond in format 2": (in_format_2, "format_version 3"),
     }

@@ -74,3 +74,25 @@ def test_k_center_round_trips(tmp_path):
     prepare.write_atomic(str(src), str(out), prepare.with_metadata(hdr, meta), hdr, lambda n: None)
     back = metadata.read(read_header(out))
     assert np.array_equal(back.k_center, meta.k_center)
+
+
+def test_preconditioners_round_trip(tmp_path):
+    from tqgguf.harness import synth
+    src = tmp_path / "m.gguf"
+    synth.write(src, synth.Shape(n_layer=2))
+    hdr = read_header(src)
+    meta = prepare.build_metadata(str(src), hdr, 7, ["tq2_5"])
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((2, 2, 64, 64)) / 8 + np.eye(64)
+    meta.precond = {"v": (p, np.linalg.inv(p))}
+    out = tmp_path / "p.gguf"
+    prepare.write_atomic(str(src), str(out), prepare.with_metadata(hdr, meta), hdr, lambda n: None)
+    back = metadata.read(read_header(out))
+    assert set(back.precond) == {"v"} and read_header(out).get(metadata.K_VERSION) == 3
+    assert np.array_equal(back.precond["v"][0], p.astype(np.float32))
+    assert np.array_equal(back.precond["v"][1], np.linalg.inv(p).astype(np.float32))
+
+
+def test_format_2_without_preconditioners_still_reads(prepared, tmp_path):
+    old = corrupt.rewrite(prepared, tmp_path / "v2.gguf", corrupt.replace(metadata.K_VERSION, metadata.VT.UINT32, 2))
+    assert metadata.read(read_header(old)).precond == {}

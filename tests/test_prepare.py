@@ -18,6 +18,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from tqgguf import calibrate, metadata, prepare
+from tqgguf import precondition as pc
 from tqgguf.harness import synth
 from tqgguf.gguf_file import read_header
 
@@ -95,7 +96,8 @@ def test_without_a_build_prepare_says_so_in_one_line_and_stays_data_free(tiny_mo
     notes = r.stderr.strip().splitlines()
     assert len(notes) == 1 and "no K centering" in notes[0] and "tqgguf build" in notes[0], r.stderr
     assert metadata.read(read_header(out)).k_center is None
-    r = run_cli("prepare", str(tiny_model), "-o", str(out), "--no-center-k", "-q", env=_no_build(tmp_path), check=True)
+    r = run_cli("prepare", str(tiny_model), "-o", str(out), "--no-center-k", "--no-precondition", "-q",
+                env=_no_build(tmp_path), check=True)
     assert r.stderr == ""
 
 
@@ -132,6 +134,26 @@ def test_stats_file_gives_the_k_centers(tiny_model, tmp_path):
     assert np.array_equal(metadata.read(read_header(out)).k_center, st.mean["k"])
 
 
+def test_stats_file_gives_the_preconditioners(tiny_model, tmp_path):
+    st = _stats(synth.Shape())
+    calibrate.write(tmp_path / "stats.gguf", st)
+    out, plain = tmp_path / "o.gguf", tmp_path / "plain.gguf"
+    for dst, flag in ((out, "--precondition"), (plain, "--no-precondition")):
+        run_cli("prepare", str(tiny_model), "-o", str(dst), "--stats", str(tmp_path / "stats.gguf"), flag, "-q",
+                env=_no_build(tmp_path), check=True)
+    meta, without = metadata.read(read_header(out)), metadata.read(read_header(plain))
+    assert set(meta.precond) == {"k", "v"} and without.precond == {}
+    for kind in ("k", "v"):
+        p, p_inv = meta.precond[kind]
+        assert np.abs(p[1, 0].astype(np.float64) @ p_inv[1, 0] - np.eye(64)).max() < 1e-4
+        # the outlier group is each head's first quarter, which P sorts by energy
+        assert np.array_equal(meta.outliers[kind][1, 1], np.arange(16))
+    # K: identity covariance against Q's second moment I + m m^T; V: against the planted W_o
+    s_w = np.eye(64) + np.outer(st.mean["q"][0, 1], st.mean["q"][0, 1])
+    want, _ = pc.head_preconditioner(st.cov["k"][0, 1].astype(np.float64), s_w)
+    assert np.allclose(meta.precond["k"][0][0, 1], want, atol=1e-5)
+
+
 @pytest.mark.parametrize("case, needle", [
     ("another model", "the model has 2 x 2 x 64"),
     ("a layer without rows", "no K rows for layer 1"),
@@ -161,7 +183,7 @@ def test_stats_that_do_not_fit_are_refused(tiny_model, tmp_path, case, needle):
 
 @pytest.mark.parametrize("args, needle", [
     (["--stats", "S", "--calibration", "S"], "give one"),
-    (["--stats", "S", "--no-center-k"], "drop --stats"),
+    (["--stats", "S", "--no-center-k", "--no-precondition"], "drop --stats"),
 ])
 def test_contradictory_calibration_options_are_refused(tiny_model, tmp_path, args, needle):
     (tmp_path / "S").write_text("x")

@@ -99,6 +99,10 @@ def temp_files_removed_on_signals(what: str):
                    "through llama.cpp itself (llama-tq-calibrate, any architecture it runs). Without a built "
                    "llama-tq-calibrate (`tqgguf build`, ~10 minutes once on 2 cores), --llama-bin or --stats, "
                    "prepare says so in one line and writes data-free metadata. docs/calibration.md.")
+@click.option("--precondition/--no-precondition", "precondition", default=True, show_default=True,
+              help="Store per-head K and V preconditioners (turboquant.{k,v}.precond) from the same calibration "
+                   "and the model's output projections: the cache's rounding goes where the queries and W_o "
+                   "look least (tqgguf/precondition.py, docs/ablation.md).")
 @click.option("--calibration", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Text for the K centers [default: the packaged 12 KB of Django's reference docs]; needs "
                    "llama-tq-calibrate (refused without it).")
@@ -116,8 +120,8 @@ def temp_files_removed_on_signals(what: str):
               help="Layers on the GPU for the calibration (a GPU build of llama.cpp).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
-def prepare(model, output, in_place, seed, types_text, center_k, calibration, calibration_tokens, stats_file,
-            llama_bin, threads, ngl, quiet):
+def prepare(model, output, in_place, seed, types_text, center_k, precondition, calibration, calibration_tokens,
+            stats_file, llama_bin, threads, ngl, quiet):
     """Write a copy of MODEL with the TurboQuant metadata the patched llama.cpp needs.
 
     Tensors and all other keys are copied byte for byte; existing turboquant.* keys
@@ -142,12 +146,13 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
     types = prep.parse_types(types_text)
     if stats_file and calibration:
         raise UserError("--stats and --calibration both say where the K centers come from; give one")
-    if not center_k and (stats_file or calibration):
-        raise UserError(f"--no-center-k leaves the K centers out; drop {'--stats' if stats_file else '--calibration'}")
+    calibrated = center_k or precondition
+    if not calibrated and (stats_file or calibration):
+        raise UserError(f"--no-center-k --no-precondition use no statistics; drop {'--stats' if stats_file else '--calibration'}")
     dst = prep.resolve_output(model, output, in_place)
     prep.read_model_header(model)  # not a GGUF: refused before looking for llama.cpp
     tool = None
-    if center_k and not stats_file:
+    if calibrated and not stats_file:
         tool = ll.find_built(calibrate.TOOL, llama_bin)
         if tool is None and calibration:
             raise UserError(f"--calibration needs {calibrate.TOOL}, which is not built: run `tqgguf build` "
@@ -175,11 +180,11 @@ def prepare(model, output, in_place, seed, types_text, center_k, calibration, ca
             text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace")
             cal = prep.Calibration(text=text, tool=tool, n_tokens=calibration_tokens, threads=threads, ngl=ngl)
         try:
-            prep.prepare_file(model, out, seed, types, bar, calibration=cal)
+            prep.prepare_file(model, out, seed, types, bar, calibration=cal, center=center_k, precondition=precondition)
         except prep.CalibrationError as e:
             raise UserError(f"--stats: {e}" if stats_file else f"--calibration: {e}" if calibration else str(e)) from None
-    if center_k and cal is None:  # after the work: a refusal stays the only line
-        click.echo(f"tqgguf: note: no K centering ({calibrate.TOOL} is not built: run `tqgguf build` once, "
+    if calibrated and cal is None:  # after the work: a refusal stays the only line
+        click.echo(f"tqgguf: note: no K centering or preconditioning ({calibrate.TOOL} is not built: run `tqgguf build` once, "
                    "about 10 minutes on 2 cores, and prepare again; or pass --llama-bin DIR or --stats FILE); "
                    "the metadata stays data-free", err=True)
     click.echo(dst)

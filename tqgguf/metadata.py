@@ -6,7 +6,7 @@ same keys (patches/, src/llama-turboquant.cpp) and applies the same checks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from gguf.constants import GGUFValueType as VT
@@ -17,7 +17,9 @@ from .gguf_file import Header, KV, make_kv
 PREFIX = "turboquant."
 # 2: codebooks left the metadata (they are fixed by the block layout: ggml computes them once),
 # and turboquant.checksum seals every other turboquant.* record.
-FORMAT_VERSION = 2
+# 3: the optional preconditioners turboquant.{k,v}.precond(_inv); format 2 files still read.
+FORMAT_VERSION = 3
+FORMAT_VERSION_MIN = 2
 
 K_VERSION = "turboquant.format_version"      # u32: FORMAT_VERSION
 K_SEED = "turboquant.seed"                   # u64: master seed of every rotation
@@ -44,6 +46,14 @@ def k_outliers(kind: str) -> str:            # [i32] n_layer * n_kv_head * head_
     return f"turboquant.{kind}.outliers"
 
 
+def k_precond(kind: str) -> str:             # [f32] n_layer * n_kv_head * d * d, optional: P per head,
+    return f"turboquant.{kind}.precond"       # row-major, applied before the rotation (precondition.py)
+
+
+def k_precond_inv(kind: str) -> str:         # [f32] the same shape: P^-1 per head
+    return f"turboquant.{kind}.precond_inv"
+
+
 def k_type_bits(type_name: str) -> str:      # [u32] (hi bits, lo bits) of a TQ type
     return f"turboquant.{type_name}.bits"
 
@@ -52,6 +62,10 @@ KINDS = ("k", "v")
 
 # A K center beyond f16's range cannot be the mean of keys that an f16 cache could hold.
 K_CENTER_MAX = 65504.0
+# A preconditioner entry beyond this, or a P P^-1 further than this from the identity, is corrupt
+# (prepare's are well conditioned and computed in double); llama-tq.cpp checks the same.
+PRECOND_MAX = 1.0e4
+PRECOND_INV_TOL = 1.0e-3
 
 
 def checksum(kvs: list[KV]) -> int:
@@ -82,6 +96,8 @@ class TQMeta:
     outliers: dict[str, np.ndarray]        # kind -> (n_layer, n_kv_head, head_dim/4) int32
     outlier_method: str = "weights"        # outliers.py; chosen by docs/ablation.md table 2
     k_center: np.ndarray | None = None     # (n_layer, n_kv_head, k head_dim) or None (docs/ablation.md tables 5, 8)
+    # kind -> (P, P^-1), each (n_layer, n_kv_head, d, d); a kind without one is absent
+    precond: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def to_kvs(self) -> list[KV]:
         kvs = [
@@ -103,6 +119,9 @@ class TQMeta:
             kvs.append(make_kv(k_outliers(kind), VT.ARRAY, self.outliers[kind].reshape(-1), VT.INT32))
         if self.k_center is not None:
             kvs.append(make_kv(K_K_CENTER, VT.ARRAY, self.k_center.reshape(-1).astype(np.float32), VT.FLOAT32))
+        for kind, (p, p_inv) in sorted(self.precond.items()):
+            kvs.append(make_kv(k_precond(kind), VT.ARRAY, p.reshape(-1).astype(np.float32), VT.FLOAT32))
+            kvs.append(make_kv(k_precond_inv(kind), VT.ARRAY, p_inv.reshape(-1).astype(np.float32), VT.FLOAT32))
         return seal(kvs)
 
 
@@ -132,8 +151,8 @@ def read(hdr: Header) -> TQMeta:
     if not has_metadata(hdr):
         raise MetadataError("the model has no turboquant.* metadata: run `tqgguf prepare` on it first")
     version = _get(hdr, K_VERSION, VT.UINT32)
-    if version != FORMAT_VERSION:
-        raise MetadataError(f"{K_VERSION} is {version}, this tqgguf reads {FORMAT_VERSION}: "
+    if not FORMAT_VERSION_MIN <= version <= FORMAT_VERSION:
+        raise MetadataError(f"{K_VERSION} is {version}, this tqgguf reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION}: "
                             "run `tqgguf prepare` again")
     if _get(hdr, K_BLOCK, VT.UINT32) != blocks.BLOCK or _get(hdr, K_BLOCK_HI, VT.UINT32) != blocks.HI:
         raise MetadataError(f"{K_BLOCK}/{K_BLOCK_HI} must be {blocks.BLOCK}/{blocks.HI}")
@@ -175,4 +194,23 @@ def read(hdr: Header) -> TQMeta:
         if not np.all(np.isfinite(c)) or np.max(np.abs(c)) > K_CENTER_MAX:
             raise MetadataError(f"{K_K_CENTER} must be finite and within f16's range (|x| <= {K_CENTER_MAX:g})")
         meta.k_center = c.reshape(n_layer, n_kv, d)
+    keys = {kv.key for kv in hdr.kvs}
+    for kind in KINDS:
+        if (k_precond(kind) in keys) != (k_precond_inv(kind) in keys):
+            raise MetadataError(f"{k_precond(kind)} and {k_precond_inv(kind)} come together")
+        if k_precond(kind) not in keys:
+            continue
+        if version < 3:
+            raise MetadataError(f"{k_precond(kind)} needs {K_VERSION} 3")
+        d = meta.head_dim[kind]
+        n = n_layer * n_kv * d * d
+        p, p_inv = (np.asarray(_get(hdr, key, VT.ARRAY, VT.FLOAT32, n), dtype=np.float32).reshape(n_layer, n_kv, d, d)
+                    for key in (k_precond(kind), k_precond_inv(kind)))
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(p_inv))) or max(np.abs(p).max(), np.abs(p_inv).max()) > PRECOND_MAX:
+            raise MetadataError(f"{k_precond(kind)} and {k_precond_inv(kind)} must be finite and below {PRECOND_MAX:g}")
+        err = np.abs(p.astype(np.float64) @ p_inv.astype(np.float64) - np.eye(d)).max(axis=(-2, -1))
+        if err.max() > PRECOND_INV_TOL:
+            il, h = np.unravel_index(int(err.argmax()), err.shape)
+            raise MetadataError(f"{k_precond_inv(kind)} is not the inverse of {k_precond(kind)} (layer {il}, head {h})")
+        meta.precond[kind] = (p, p_inv)
     return meta

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from . import blocks, calibrate, metadata, outliers, rotation
+from . import precondition as pc
 from .gguf_file import GGUFError, Header, TensorReader, header_bytes, read_header
 
 DEFAULT_SEED = 0x7A5EED  # any fixed value; recorded in the file, so it is never implicit
@@ -393,35 +394,67 @@ def _run_tool(src: str, cal: Calibration) -> "calibrate.Stats":
 
 
 def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str], progress=_no_progress,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None, center: bool = True, precondition: bool = True) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
     ``dst``: a path, or a TempOutput the caller opened (and so checked) already; a path is
     opened before any work, so an output that cannot be written is refused at once.
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
-    ``calibration``: where the K centers (turboquant.k.center) come from; None: no centering.
+    ``calibration``: where the statistics come from: with ``center`` the K centers
+    (turboquant.k.center), with ``precondition`` the K and V preconditioners (precondition.py);
+    None: neither.
     Where it cannot give them, CalibrationError (one line).
     """
     hdr = read_model_header(src)
     shape = model_shape(hdr)
     with contextlib.ExitStack() as stack:
         out = dst if isinstance(dst, TempOutput) else stack.enter_context(TempOutput(dst))
-        centers = None
+        stats, where = None, "the statistics"
         if calibration is not None and calibration.stats is not None:  # refuse before any work
             try:
                 stats = calibrate.read(calibration.stats)
             except calibrate.StatsError as e:
                 raise CalibrationError(str(e)) from None
-            centers = k_centers_from(stats, shape, f"the statistics in {calibration.stats}")
+            where = f"the statistics in {calibration.stats}"
+            k_centers_from(stats, shape, where)
         elif calibration is not None:
-            with progress("calibrating K centers (llama.cpp)", 1) as update:
-                centers = k_centers_from(_run_tool(src, calibration), shape)
+            with progress("calibrating (llama.cpp)", 1) as update:
+                stats = _run_tool(src, calibration)
                 update(1)
+        centers = k_centers_from(stats, shape, where) if stats is not None and center else None
         with progress("choosing outlier channels", shape.n_layer) as update:
             meta = build_metadata(src, hdr, seed, types, update)
         meta.k_center = centers
+        if stats is not None and precondition:
+            with progress("preconditioners", 2) as update:
+                meta.precond = preconditioners(src, hdr, shape, stats, where)
+                for kind in meta.precond:
+                    d = meta.head_dim[kind]
+                    meta.outliers[kind] = pc.outlier_channels(shape.n_layer, shape.n_kv_head, d)
+                update(2)
         with progress("writing " + os.path.basename(out.dst), hdr.file_size - hdr.data_offset) as update:
             write_atomic(src, out, with_metadata(hdr, meta), hdr, update)
+
+
+def preconditioners(src: str, hdr: Header, shape: ModelShape, stats: "calibrate.Stats",
+                    where: str = "the statistics") -> dict:
+    """K's and V's (P, P^-1) from the statistics and the model's output projections."""
+    if stats.n_head != shape.n_head or stats.head_dim_v != shape.head_dim_v:
+        raise CalibrationError(f"{where} are for {stats.n_head} query heads and V heads of {stats.head_dim_v}, "
+                               f"the model has {shape.n_head} and {shape.head_dim_v}")
+    reader = TensorReader(src, hdr)
+    w_o = []
+    for il in range(shape.n_layer):
+        w = reader.get(f"blk.{il}.attn_output.weight")
+        if w is None:
+            raise CalibrationError(f"blk.{il}.attn_output.weight is missing: cannot weigh V by the output projection")
+        w_o.append(w)
+    try:
+        k = pc.k_preconditioner(stats)
+        v = pc.v_preconditioner(stats, w_o)
+    except pc.PreconditionError as e:
+        raise CalibrationError(f"{where}: {e}") from None
+    return {"k": (k.p, k.p_inv), "v": (v.p, v.p_inv)}
 
 
 def read_model_header(path: str) -> Header:

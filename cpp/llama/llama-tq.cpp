@@ -13,9 +13,15 @@
 #include <stdexcept>
 
 static const char * TQ_FIX = "run `tqgguf prepare` on the model first";
-static const uint32_t TQ_FORMAT_VERSION = 2;
+// Format 3 adds the optional preconditioners; format 2 files (without them) still load.
+static const uint32_t TQ_FORMAT_VERSION = 3;
+static const uint32_t TQ_FORMAT_VERSION_MIN = 2;
 // A K center beyond f16's range cannot be the mean of keys that an f16 cache could hold.
 static const float TQ_K_CENTER_MAX = 65504.0f;
+// A preconditioner entry beyond this, or a P P^-1 further than this from the identity, is corrupt
+// (prepare's are well conditioned and computed in double).
+static const float  TQ_PRECOND_MAX = 1.0e4f;
+static const double TQ_PRECOND_INV_TOL = 1.0e-3;
 
 namespace {
 
@@ -140,9 +146,9 @@ void llama_tq_meta::load(const gguf_context * ctx) {
     const tq_reader r{ctx};
     try {
         const uint32_t version = r.u32("turboquant.format_version");
-        if (version != TQ_FORMAT_VERSION) {
+        if (version < TQ_FORMAT_VERSION_MIN || version > TQ_FORMAT_VERSION) {
             throw std::runtime_error("turboquant.format_version is " + std::to_string(version) + ", this build reads " +
-                                     std::to_string(TQ_FORMAT_VERSION));
+                                     std::to_string(TQ_FORMAT_VERSION_MIN) + " to " + std::to_string(TQ_FORMAT_VERSION));
         }
         if (r.u32("turboquant.block_size") != GGML_TQ_BLOCK || r.u32("turboquant.block_hi") != GGML_TQ_HI) {
             throw std::runtime_error("turboquant.block_size/block_hi do not match this build's TQ blocks");
@@ -208,6 +214,45 @@ void llama_tq_meta::load(const gguf_context * ctx) {
                 }
             }
         }
+        for (int kind = 0; kind < 2; ++kind) {
+            const std::string p = std::string("turboquant.") + kind_name(kind) + ".precond";
+            const bool has = gguf_find_key(ctx, p.c_str()) >= 0, has_inv = gguf_find_key(ctx, (p + "_inv").c_str()) >= 0;
+            if (has != has_inv) {
+                throw std::runtime_error(p + " and " + p + "_inv come together");
+            }
+            if (!has) {
+                continue;
+            }
+            if (version < 3) {
+                throw std::runtime_error(p + " needs turboquant.format_version 3");
+            }
+            const uint32_t d = head_dim[kind];
+            const size_t n = (size_t) n_layer * n_kv_head * d * d;
+            precond[kind]     = r.arr<float>(p, GGUF_TYPE_FLOAT32, n);
+            precond_inv[kind] = r.arr<float>(p + "_inv", GGUF_TYPE_FLOAT32, n);
+            for (size_t i = 0; i < n; ++i) {
+                if (!std::isfinite(precond[kind][i]) || !std::isfinite(precond_inv[kind][i]) ||
+                    std::fabs(precond[kind][i]) > TQ_PRECOND_MAX || std::fabs(precond_inv[kind][i]) > TQ_PRECOND_MAX) {
+                    throw std::runtime_error(p + " and " + p + "_inv must be finite and below 1e4");
+                }
+            }
+            for (size_t h = 0; h < (size_t) n_layer * n_kv_head; ++h) {
+                const float * a = precond[kind].data() + h * d * d;
+                const float * b = precond_inv[kind].data() + h * d * d;
+                for (uint32_t i = 0; i < d; ++i) {
+                    for (uint32_t j = 0; j < d; ++j) {
+                        double acc = 0.0;
+                        for (uint32_t k = 0; k < d; ++k) {
+                            acc += (double) a[(size_t) i * d + k] * b[(size_t) k * d + j];
+                        }
+                        if (std::fabs(acc - (i == j ? 1.0 : 0.0)) > TQ_PRECOND_INV_TOL) {
+                            throw std::runtime_error(p + "_inv is not the inverse of " + p + " (layer " +
+                                                     std::to_string(h / n_kv_head) + ", head " + std::to_string(h % n_kv_head) + ")");
+                        }
+                    }
+                }
+            }
+        }
     } catch (const std::exception & e) {
         error = e.what();
     }
@@ -245,21 +290,41 @@ void llama_tq_meta::require(ggml_type type_k, ggml_type type_v, uint32_t n_layer
 }
 
 std::vector<float> llama_tq_meta::transforms(uint32_t il, int kind, bool inverse) const {
-    const uint32_t d = head_dim[kind];
+    const int kv = kind == 1 ? 1 : 0; // Q shares K's rotation and outliers
+    const uint32_t d = head_dim[kv];
     const uint32_t n_hi = d / 4;
+    const bool pre = !precond[kv].empty();
     std::vector<float> out((size_t) d * d * n_kv_head);
     std::vector<float> t((size_t) d * d);
+    std::vector<double> a((size_t) d * d);
     for (uint32_t h = 0; h < n_kv_head; ++h) {
-        const int32_t * o = outliers[kind].data() + ((size_t) il * n_kv_head + h) * n_hi;
-        if (!ggml_tq_head_transform(t.data(), (int) d, layer_seeds[kind][il], (int) h, o)) {
+        const int32_t * o = outliers[kv].data() + ((size_t) il * n_kv_head + h) * n_hi;
+        if (!ggml_tq_head_transform(t.data(), (int) d, layer_seeds[kv][il], (int) h, o)) {
             throw std::runtime_error("TurboQuant: cannot build the transform of layer " + std::to_string(il) + ": " + TQ_FIX);
         }
-        float * dst = out.data() + (size_t) h * d * d;
-        // ggml_mul_mat(A, x) computes y[i] = sum_k A[i*d + k] x[k]: A is T row-major, or T^T for the inverse
+        const size_t off = ((size_t) il * n_kv_head + h) * d * d;
+        const float * P  = pre ? precond[kv].data() + off : nullptr;
+        const float * Pi = pre ? precond_inv[kv].data() + off : nullptr;
+        // a[i][k], the matrix of y = A x: T P, P^-1 T^T, or T P^-T for Q (identity P: T, T^T, T)
         for (uint32_t i = 0; i < d; ++i) {
             for (uint32_t k = 0; k < d; ++k) {
-                dst[(size_t) i * d + k] = inverse ? t[(size_t) k * d + i] : t[(size_t) i * d + k];
+                double acc = 0.0;
+                if (!pre) {
+                    acc = inverse ? t[(size_t) k * d + i] : t[(size_t) i * d + k];
+                } else if (inverse) {
+                    for (uint32_t j = 0; j < d; ++j) acc += (double) Pi[(size_t) i * d + j] * t[(size_t) k * d + j];
+                } else if (kind == 2) {
+                    for (uint32_t j = 0; j < d; ++j) acc += (double) t[(size_t) i * d + j] * Pi[(size_t) k * d + j];
+                } else {
+                    for (uint32_t j = 0; j < d; ++j) acc += (double) t[(size_t) i * d + j] * P[(size_t) j * d + k];
+                }
+                a[(size_t) i * d + k] = acc;
             }
+        }
+        // ggml_mul_mat(A, x) computes y[i] = sum_k A[i*d + k] x[k]: A row-major
+        float * dst = out.data() + (size_t) h * d * d;
+        for (size_t i = 0; i < (size_t) d * d; ++i) {
+            dst[i] = (float) a[i];
         }
     }
     return out;

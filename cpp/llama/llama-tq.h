@@ -27,6 +27,12 @@ struct llama_tq_meta {
     // optional turboquant.k.center: a calibrated mean K row (after RoPE) per layer and head,
     // n_layer * n_kv_head * head_dim[0]; empty when the model has none
     std::vector<float> k_center;
+    // optional turboquant.{k,v}.precond and .precond_inv: per layer and head a d x d matrix P
+    // (row-major, y = P x) applied before the seeded transform, and its inverse. Quantizing P k
+    // spends precision where queries look (P^-T goes to Q) and P v where the output projection
+    // looks (P^-1 comes after the attention). Empty when the model has none.
+    std::vector<float> precond[2];
+    std::vector<float> precond_inv[2];
 
     // Read and check the metadata; never throws (problems are kept in `error`).
     void load(const gguf_context * ctx);
@@ -36,9 +42,14 @@ struct llama_tq_meta {
     void require(ggml_type type_k, ggml_type type_v, uint32_t n_layer_model, uint32_t n_kv_head_model,
                  uint32_t head_dim_k, uint32_t head_dim_v) const;
 
-    // The transforms of layer il for K (kind 0) or V (kind 1): n_kv_head matrices of d x d floats,
-    // in ggml_mul_mat's src0 layout, y = T x (or x = T^T y when `inverse`).
+    // The transforms of layer il for K (kind 0), V (kind 1) or Q (kind 2): n_kv_head matrices of
+    // d x d floats, in ggml_mul_mat's src0 layout. With P the kind's preconditioner (identity if
+    // none) and T the seeded rotation: K and V get T P (`inverse`: P^-1 T^T), Q gets T P^-T, so
+    // that every q . k is unchanged.
     std::vector<float> transforms(uint32_t il, int kind, bool inverse) const;
+
+    // Whether Q needs its own transform (a K preconditioner makes Q's differ from K's).
+    bool q_has_own_transform() const { return !precond[0].empty(); }
 
     // What the graph adds to layer il's transformed K rows: -T_h mu_h per KV head ([d, n_kv_head]),
     // so the cache holds T (k - mu). Softmax ignores it: q . (k - mu) moves every key's score by the
