@@ -46,9 +46,9 @@ lines = [
     "KLD and same-top-token against an f16 cache in the same run.",
     "",
     cmp.markdown(recs),
-    "Bits per value count every scale; KV MiB is llama.cpp's own `K (...) + V (...)` line for this run's cache "
-    "(512 cells x 4 sequences). TQ bits per value are the same at head sizes 64, 128 and 256 "
-    "(tq2_5: 22 bytes / 64 values = 2.75; tq3_5: 30 / 64 = 3.75).",
+    "TQ's K/V bits are the same at head sizes 64, 128 and 256 (tq2_5: 22 bytes / 64 values = 2.75; "
+    "tq3_5: 30 / 64 = 3.75); its bits per value add the transforms, a fixed cost per model that a longer "
+    "context spreads thinner.",
     "",
     "Pareto front (no configuration has both fewer bits and lower KLD): "
     + ", ".join(f"{r['config']} ({r['bits_per_value']:.2f} b, KLD {r['kld_mean']:.4f})" for r in front) + ".",

@@ -293,8 +293,10 @@ def build(cuda):
               help="Receives results.md, results.json, pareto.png and runs/ (logs, resumable).")
 @click.option("--configs", default=",".join(cmp.DEFAULT_CONFIGS), show_default=True,
               help="Comma-separated cache configurations: TYPE, K/V, or TYPE-norot (upstream rotation off).")
-@click.option("--ctx", type=int, default=512, show_default=True)
-@click.option("--chunks", type=int, default=40, show_default=True)
+@click.option("--ctx", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Context of each chunk; 4096 is the published tables' headline, 512 their second.")
+@click.option("--chunks", type=click.IntRange(min=1), default=None,
+              help=f"Chunks of CTX tokens [default: {cmp.DEFAULT_TOKENS} tokens' worth: 40 at c=512, 5 at c=4096].")
 @click.option("--threads", type=int, default=None, help="Threads for llama.cpp [default: its own].")
 @click.option("--ngl", type=int, default=0, show_default=True, help="Layers on the GPU.")
 @click.option("--llama-bin", type=click.Path(file_okay=False), default=None,
@@ -305,13 +307,16 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
     """Compare every KV-cache type on MODEL [default: SmolLM2-135M-Instruct Q4_1, prepared].
 
     TQ configurations need a prepared model (`tqgguf prepare`); the default model is
-    fetched and prepared automatically.
+    fetched and prepared automatically. Bits per value are measured: llama.cpp's own
+    KV-cache allocation at this context (K, V and side buffers) over the values it holds;
+    a one-line warning names a type whose K or V bits differ from the type table.
     """
     import platform
     try:
         configs = [cmp.parse_config(c.strip()) for c in configs.split(",") if c.strip()]
     except ValueError as e:
         raise UserError(str(e)) from None
+    chunks = chunks or cmp.default_chunks(ctx)
     if model is None:
         src = assets.default_model()
         model = str(Path(out_dir) / "model" / (src.stem + ".tq.gguf"))
@@ -335,6 +340,9 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"}
     cmp.write_reports(records, out, meta)
     click.echo((out / "results.md").read_text())
+    for r in records:
+        if r.get("bits_warning"):
+            click.echo(f"tqgguf: warning: {r['bits_warning']}", err=True)
     failed = [r["config"] for r in records if r["status"] != "ok"]
     if failed:
         click.echo(f"tqgguf: {len(failed)} configuration(s) failed: {', '.join(failed)} (logs in {out / 'runs'})", err=True)

@@ -11,8 +11,14 @@ import re
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 
 # `llama_kv_cache: size =  120.00 MiB (  4096 cells,  30 layers,  1/1 seqs), K (f16):   60.00 MiB, V (f16):   60.00 MiB`
-_KV = re.compile(r"llama_kv_cache: size = +" + _NUM + r" MiB \(.*?\), K \((\w+)\): +" + _NUM +
-                 r" MiB, V \((\w+)\): +" + _NUM + r" MiB")
+# cells are per stream: the cache holds cells x streams (the number after the slash) rows per layer
+_KV = re.compile(r"llama_kv_cache: size = +(\d+(?:\.\d+)?) MiB \( *(\d+) cells, +(\d+) layers, +(\d+)/(\d+) seqs\), "
+                 r"K \((\w+)\): +(\d+(?:\.\d+)?) MiB, V \((\w+)\): +(\d+(?:\.\d+)?) MiB")
+# any other size a cache logs, e.g. `llama_kv_cache: TurboQuant transforms =    5.62 MiB (beside the KV buffers)`
+_KV_SIDE = re.compile(r"llama_kv_cache: +([^=\n]*?) += +(\d+(?:\.\d+)?) MiB")
+# `llama_kv_cache:        CPU KV buffer size =    15.47 MiB`: the buffers that hold the K and V of the size line
+_KV_BUFFER = re.compile(r"KV buffer size$")
+_CONTEXT = "llama_context: constructing llama_context"
 _PATTERNS = {
     "ppl": re.compile(r"Final estimate: PPL = " + _NUM + r" \+/- " + _NUM),
     "ppl_q": re.compile(r"Mean PPL\(Q\)\s+: +" + _NUM + r" ± +" + _NUM),
@@ -42,23 +48,53 @@ def parse_perplexity(text: str) -> dict:
     return out
 
 
+def _mib(text: str) -> tuple[float, float]:
+    """A MiB figure as printed and half a unit of its last digit (what the rounding can hide)."""
+    decimals = len(text.partition(".")[2])
+    return float(text), 0.5 * 10.0 ** -decimals
+
+
 def parse_kv_cache(text: str) -> dict:
-    """KV-cache MiB (summed over caches, e.g. a sliding-window model's two) and the K/V types."""
-    rows = _KV.findall(text)
-    if not rows:
+    """The KV cache llama.cpp allocated for the run: every ``llama_kv_cache`` line with a size.
+
+    ``kv_caches``: one entry per cache (a sliding-window model makes two), with its MiB, cells
+    per stream, streams, layers and the K/V MiB; ``kv_side``: every other size a cache logs
+    (TurboQuant's transforms; whatever a later patch adds), except the ``KV buffer size`` lines,
+    which hold the K and V the size line already counts. ``*_mib_pm``: what the printed decimals
+    can hide. Only the last llama_context's lines count (a log may hold earlier, measuring ones).
+    Sums: kv_mib (K + V), k_mib, v_mib, side_mib; k_type, v_type of the first cache.
+    """
+    run = text[text.rfind(_CONTEXT):] if _CONTEXT in text else text
+    caches, side = [], []
+    for line in run.splitlines():
+        m = _KV.search(line)
+        if m:
+            (mib, mib_pm), (k_mib, k_pm), (v_mib, v_pm) = _mib(m[1]), _mib(m[7]), _mib(m[9])
+            caches.append({"mib": mib, "mib_pm": mib_pm, "cells": int(m[2]), "layers": int(m[3]),
+                           "seqs": int(m[4]), "streams": int(m[5]), "k_type": m[6], "k_mib": k_mib, "k_mib_pm": k_pm,
+                           "v_type": m[8], "v_mib": v_mib, "v_mib_pm": v_pm})
+            continue
+        m = _KV_SIDE.search(line)
+        if m and m[1] != "size" and not _KV_BUFFER.search(m[1].strip()):
+            mib, pm = _mib(m[2])
+            side.append({"name": m[1].strip(), "mib": mib, "mib_pm": pm})
+    if not caches:
         return {}
     return {
-        "kv_mib": sum(float(r[0]) for r in rows),
-        "k_mib": sum(float(r[2]) for r in rows),
-        "v_mib": sum(float(r[4]) for r in rows),
-        "k_type": rows[0][1],
-        "v_type": rows[0][3],
+        "kv_mib": sum(c["mib"] for c in caches),
+        "k_mib": sum(c["k_mib"] for c in caches),
+        "v_mib": sum(c["v_mib"] for c in caches),
+        "side_mib": sum(b["mib"] for b in side),
+        "k_type": caches[0]["k_type"],
+        "v_type": caches[0]["v_type"],
+        "kv_caches": caches,
+        "kv_side": side,
     }
 
 
 def kv_cache_sizes(text: str) -> list[float]:
     """Every KV-cache size (MiB) a log reports, one per cache made, in order."""
-    return [float(r[0]) for r in _KV.findall(text)]
+    return [float(m[1]) for m in _KV.finditer(text)]
 
 
 def missing(result: dict, needed) -> list[str]:
