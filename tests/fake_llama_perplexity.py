@@ -5,7 +5,9 @@ The KLD run replays SmolLM2's tq2_5 log with the cache types asked for and the K
 llama.cpp would print for them (the transforms line only for a TQ type).
 Environment: FAKE_CALLS (a file that gets one line per call), FAKE_CRASH (a cache type whose
 run exits 1 like a crash), FAKE_SHORT=1 (answer like a text that is too short), FAKE_PAD (a
-cache type whose tensors come out 1% larger than its blocks, like an allocation with padding).
+cache type whose tensors come out 1% larger than its blocks, like an allocation with padding),
+FAKE_CUT (a cache type whose first run loses the end of its log and exits 0, as llama.cpp's
+unflushed logger does on a busy machine).
 """
 import os
 import pathlib
@@ -44,4 +46,6 @@ size = (f"llama_kv_cache: size = {k + v:7.2f} MiB (   256 cells,  30 layers, 16/
 log = re.sub(r"llama_kv_cache: size = .*", size, (data / "perplexity-kld-tq2_5.log").read_text())
 if not (ctk.startswith("tq") or ctv.startswith("tq")):
     log = re.sub(r".*TurboQuant transforms.*\n", "", log)
+if ctk == os.environ.get("FAKE_CUT") and sum(f"-ctk {ctk} " in l for l in open(os.environ["FAKE_CALLS"])) == 1:
+    log = log[:log.index("chunk ")]
 sys.stderr.write(log)

@@ -216,6 +216,14 @@ def test_a_crashing_configuration_is_reported_and_the_rest_go_on(fake, tmp_path,
     assert "| q4_0 | — | failed:" in cmp.markdown(recs)
 
 
+def test_a_run_whose_log_lost_its_end_runs_once_more(fake, tmp_path, monkeypatch):
+    calls, model, text = fake
+    monkeypatch.setenv("FAKE_CUT", "q4_0")
+    recs = cmp.compare(model, text, tmp_path / "out", _configs("q4_0", "q8_0"), cmp.Settings(chunks=2, ctx=128), FAKE)
+    assert [(r["status"], r["attempts"]) for r in recs] == [("ok", 2), ("ok", 1)]
+    assert len(calls.read_text().splitlines()) == 4  # base, q4_0 twice, q8_0
+
+
 def test_text_too_short_is_one_clear_error(fake, tmp_path, monkeypatch):
     calls, model, text = fake
     monkeypatch.setenv("FAKE_SHORT", "1")

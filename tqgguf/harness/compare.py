@@ -285,12 +285,17 @@ def run_config(cfg: CacheConfig, model: Path, text: Path, base: Path, out: Path,
                 if error:
                     old.update(status="failed", error=error)
             return old
-    r = ll.run([binary, "-m", model, "-f", text, *s.args(), "-ctk", cfg.k, "-ctv", cfg.v,
-                "--kl-divergence-base", base, "--kl-divergence"], env=cfg.env, log=log)
-    found, error = _results(cfg, r.output, shape)
+    for attempt in (1, 2):
+        r = ll.run([binary, "-m", model, "-f", text, *s.args(), "-ctk", cfg.k, "-ctv", cfg.v,
+                    "--kl-divergence-base", base, "--kl-divergence"], env=cfg.env, log=log)
+        found, error = _results(cfg, r.output, shape)
+        # llama.cpp's logger thread is not flushed at exit (common_log_main), so on a busy machine
+        # a run that exits 0 can lose the end of its log, results included: run it once more
+        if r.returncode != 0 or found:
+            break
     rec = {"config": cfg.name, "k_type": cfg.k, "v_type": cfg.v, "rotation": "tq" if cfg.uses_tq else
            ("hadamard" if cfg.rot and cfg.k != "f16" else "none"), "ctx": s.ctx,
-           "fingerprint": fp, "wall_s": round(r.wall_s, 1), "log": str(log)}
+           "fingerprint": fp, "wall_s": round(r.wall_s, 1), "log": str(log), "attempts": attempt}
     rec.update(found)
     if r.returncode != 0 or error:
         rec.update(status="failed", error=error or logparse.first_error_line(r.output))
