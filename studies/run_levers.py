@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Fidelity levers (issue 21) in the numpy forward pass: preconditioners and attention-sink tokens.
 
-    .venv/bin/python studies/run_levers.py MODEL.tq.gguf BASE.kld [--chunks 1] [--only NAME;NAME] [--out FILE]
+    .venv/bin/python studies/run_levers.py MODEL.tq.gguf BASE.kld [--chunks 1] [--configs SPEC] [--out FILE]
+
+MODEL is prepared with --no-precondition: the rows without a preconditioner take its data-free
+outlier channels, which a preconditioned file replaces by P's first quarter.
 
 BASE.kld is a llama-perplexity --kl-divergence-base file of the same model: its chunks give the
 model's own tokens (studies/kvsim.py). Each configuration stores K and V the way a TQ cache would
@@ -80,6 +83,8 @@ DEFAULT = ";".join([
 class Study:
     def __init__(self, model: str):
         self.meta = metadata.read(read_header(model))
+        if self.meta.precond:
+            raise SystemExit(f"{model} has preconditioners: prepare it with --no-precondition for this study")
         self.m = capture.load(model)
         m = self.m
         self.d = m.w("token_embd.weight").shape[1] // m.n_head
