@@ -94,5 +94,8 @@ def test_preconditioners_round_trip(tmp_path):
 
 
 def test_format_2_without_preconditioners_still_reads(prepared, tmp_path):
-    old = corrupt.rewrite(prepared, tmp_path / "v2.gguf", corrupt.replace(metadata.K_VERSION, metadata.VT.UINT32, 2))
+    def to_format_2(kvs):
+        kvs = [kv for kv in kvs if ".precond" not in kv.key]
+        return corrupt.replace(metadata.K_VERSION, metadata.VT.UINT32, 2)(kvs)
+    old = corrupt.rewrite(prepared, tmp_path / "v2.gguf", to_format_2)
     assert metadata.read(read_header(old)).precond == {}

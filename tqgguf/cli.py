@@ -227,8 +227,13 @@ def inspect(model, as_json, show_outliers):
     hdr = read_header(model)
     meta = metadata.read(hdr)
     cost = {t: blocks.layout(t).bits_per_value for t in meta.types}
+    dk, dv = meta.head_dim["k"], meta.head_dim["v"]
+    # what llama.cpp allocates beside the cache for these transforms (f32, per context): K's and
+    # its inverse, Q's own where K is preconditioned, V's and its inverse, and K's centering offset
+    side = meta.n_layer * meta.n_kv_head * 4 * (dk * dk * (3 if "k" in meta.precond else 2) + 2 * dv * dv
+                                                + (dk if meta.k_center is not None else 0))
     info = {
-        "format_version": metadata.FORMAT_VERSION,
+        "format_version": hdr.get(metadata.K_VERSION),
         "seed": meta.seed,
         "types": meta.types,
         "layers": meta.n_layer,
@@ -236,6 +241,9 @@ def inspect(model, as_json, show_outliers):
         "head_dim": meta.head_dim,
         "outlier_method": meta.outlier_method,
         "bits_per_value": cost,
+        "k_center": meta.k_center is not None,
+        "preconditioners": sorted(meta.precond),
+        "transforms_mib": round(side / 2**20, 3),
         "checksum": f"{hdr.get(metadata.K_CHECKSUM):#018x}",
         # fixed by the block layout (ggml computes the same), so not in the metadata: shown for reference
         "codebooks": {f"d{d}.b{b}": [float(x) for x in codebook.scaled_f32(d, b)]
@@ -251,6 +259,9 @@ def inspect(model, as_json, show_outliers):
     click.echo(f"turboquant format {info['format_version']}, seed {meta.seed:#x}, outliers from {meta.outlier_method}, "
                f"checksum {info['checksum']}")
     click.echo(f"{meta.n_layer} layers x {meta.n_kv_head} KV heads, head size K {meta.head_dim['k']}, V {meta.head_dim['v']}")
+    click.echo(f"K centering {'on' if meta.k_center is not None else 'off'}, preconditioners: "
+               f"{', '.join(k.upper() for k in sorted(meta.precond)) or 'none'}; the transforms take "
+               f"{side / 2**20:.2f} MiB beside each context's cache (f32)")
     for t in meta.types:
         lay = blocks.layout(t)
         click.echo(f"  {t}: {blocks.HI} outlier slots x {lay.hi_bits} bits + {blocks.LO} x {lay.lo_bits} bits "

@@ -431,6 +431,7 @@ def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str],
                 for kind in meta.precond:
                     d = meta.head_dim[kind]
                     meta.outliers[kind] = pc.outlier_channels(shape.n_layer, shape.n_kv_head, d)
+                meta.outlier_method = "precond"  # P's most energetic rows, for both kinds
                 update(2)
         with progress("writing " + os.path.basename(out.dst), hdr.file_size - hdr.data_offset) as update:
             write_atomic(src, out, with_metadata(hdr, meta), hdr, update)
