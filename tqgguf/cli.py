@@ -228,10 +228,10 @@ def inspect(model, as_json, show_outliers):
     meta = metadata.read(hdr)
     cost = {t: blocks.layout(t).bits_per_value for t in meta.types}
     dk, dv = meta.head_dim["k"], meta.head_dim["v"]
-    # what llama.cpp allocates beside the cache for these transforms (f32, per context): K's and
-    # its inverse, Q's own where K is preconditioned, V's and its inverse, and K's centering offset
-    side = meta.n_layer * meta.n_kv_head * 4 * (dk * dk * (3 if "k" in meta.precond else 2) + 2 * dv * dv
-                                                + (dk if meta.k_center is not None else 0))
+    # what llama.cpp allocates beside the cache for these transforms (per context): K's, Q's own
+    # where K is preconditioned, V's and its inverse (f16), and K's centering offset (f32)
+    side = meta.n_layer * meta.n_kv_head * (2 * (dk * dk * (2 if "k" in meta.precond else 1) + 2 * dv * dv)
+                                            + 4 * (dk if meta.k_center is not None else 0))
     info = {
         "format_version": hdr.get(metadata.K_VERSION),
         "seed": meta.seed,
@@ -261,7 +261,7 @@ def inspect(model, as_json, show_outliers):
     click.echo(f"{meta.n_layer} layers x {meta.n_kv_head} KV heads, head size K {meta.head_dim['k']}, V {meta.head_dim['v']}")
     click.echo(f"K centering {'on' if meta.k_center is not None else 'off'}, preconditioners: "
                f"{', '.join(k.upper() for k in sorted(meta.precond)) or 'none'}; the transforms take "
-               f"{side / 2**20:.2f} MiB beside each context's cache (f32)")
+               f"{side / 2**20:.2f} MiB beside each context's cache")
     for t in meta.types:
         lay = blocks.layout(t)
         click.echo(f"  {t}: {blocks.HI} outlier slots x {lay.hi_bits} bits + {blocks.LO} x {lay.lo_bits} bits "

@@ -302,7 +302,7 @@ void ggml_cuda_tq_set_rows(ggml_backend_cuda_context & ctx, const ggml_tensor * 
 // (lane l holds slots l and l + 32, as the quantizer takes them). Two warps, not one making
 // both halves in turn: the products are latency (rows of T from memory).
 struct tq_write_job {
-    const float * T;   // [D, D] per KV head
+    const half * T;    // [D, D] per KV head, f16
     const float * x;   // [D, n_head]: the token's heads
     const float * off; // K's offset [D, n_head], or null
     float * y;         // plain: the product [D, n_head]
@@ -336,7 +336,7 @@ static __global__ void __launch_bounds__(64) k_tq_write(const tq_write_jobs a) {
     }
     const int64_t b = blockIdx.x - j.blk0;
     const int64_t h = b * TQ_BLOCK / D, o = b * TQ_BLOCK % D + 32 * warp;
-    const float * t_rows = j.T + ((h / j.r) * D + o) * D;
+    const half * t_rows = j.T + ((h / j.r) * D + o) * D;
     ggml_cuda_pdl_lc();
     tq_prefetch_rows_l2<D>(t_rows, lane);
     ggml_cuda_pdl_sync();
@@ -377,7 +377,7 @@ void ggml_cuda_tq_write(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fuse
         const ggml_tensor * T = w.mm->src[0];
         const ggml_tensor * x = w.mm->src[1];
         tq_write_job & j = a.j[i];
-        j.T = (const float *) T->data;
+        j.T = (const half *) T->data;
         j.x = (const float *) x->data;
         j.off = w.offset ? (const float *) w.offset->data : nullptr;
         j.r = (int) (x->ne[2] / T->ne[2]);

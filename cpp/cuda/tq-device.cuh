@@ -81,10 +81,10 @@ struct tq_lut {
 // Rows 0..31 of T (D columns, at `rows`) on their way into L2, lane l fetching row l: what the
 // warp's product will read, fetched while the kernel still waits for the one before it.
 template <int D>
-static __device__ __forceinline__ void tq_prefetch_rows_l2(const float * rows, const int lane) {
+static __device__ __forceinline__ void tq_prefetch_rows_l2(const half * rows, const int lane) {
     const char * r = (const char *) (rows + lane * D);
 #pragma unroll
-    for (int i = 0; i < D * (int) sizeof(float); i += 128) {
+    for (int i = 0; i < D * (int) sizeof(half); i += 128) {
         asm volatile("prefetch.global.L2 [%0];" :: "l"(r + i));
     }
 }
@@ -106,6 +106,25 @@ static __device__ __forceinline__ void tq_load_lane(const float * p, float (&v)[
     memcpy(v, &w, sizeof(v));
 }
 
+// The lane's E consecutive f16 elements of a row of T (E = 2, 4, 8: 4, 8, 16 bytes, aligned), as floats.
+template <int E>
+static __device__ __forceinline__ void tq_load_lane_f16(const half * p, float (&v)[E]) {
+    half2 w[E / 2];
+    if constexpr (E == 2) {
+        *(float *) w = *(const float *) p;
+    } else if constexpr (E == 4) {
+        *(float2 *) w = *(const float2 *) p;
+    } else {
+        *(float4 *) w = *(const float4 *) p;
+    }
+#pragma unroll
+    for (int i = 0; i < E / 2; ++i) {
+        const float2 f = __half22float2(w[i]);
+        v[2 * i] = f.x;
+        v[2 * i + 1] = f.y;
+    }
+}
+
 // One step of the transposing reduction: after the step of offset O, value i of a lane is row
 // (its lane bits above O) * 2O + i, summed over the lanes that differ from it in bit O and below.
 template <int O>
@@ -119,20 +138,25 @@ static __device__ __forceinline__ void tq_transpose_reduce(float (&s)[32], const
     }
 }
 
-// Rows 0..31 of T (D columns, row-major, at `rows`) times x, where xl holds the lane's D/32
+// Rows 0..31 of T (D columns, row-major f16, at `rows`) times x (rounded to f16), where xl holds the lane's D/32
 // consecutive elements of x (columns lane * D/32 ...): lane l returns row l's product.
 template <int D>
-static __device__ __forceinline__ float tq_warp_rows_dot(const float * rows, const float (&xl)[D / 32], const int lane) {
+static __device__ __forceinline__ float tq_warp_rows_dot(const half * rows, const float (&xl)[D / 32], const int lane) {
     constexpr int E = D / 32;
+    float xh[E]; // x rounded to f16, as the CPU's f16 product rounds it: both then quantize the same rows
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+        xh[e] = __half2float(__float2half_rn(xl[e]));
+    }
     float s[32];
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
         float tv[E];
-        tq_load_lane<E>(rows + i * D + lane * E, tv);
+        tq_load_lane_f16<E>(rows + i * D + lane * E, tv);
         s[i] = 0.0f;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
-            s[i] = fmaf(tv[e], xl[e], s[i]);
+            s[i] = fmaf(tv[e], xh[e], s[i]);
         }
     }
     tq_transpose_reduce<16>(s, lane);

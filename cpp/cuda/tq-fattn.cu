@@ -48,7 +48,7 @@ static constexpr int TQ_MERGE_MAX_SPLITS = 1024; // tq_fa_run caps the splits at
 template <int D>
 static __global__ void __launch_bounds__(D * TQ_MERGE_GROUPS<D>)
 k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int n_splits,
-                 const float * To, const int n_head, const int gqa) {
+                 const half * To, const int n_head, const int gqa) {
     __shared__ float w[TQ_MERGE_MAX_SPLITS];
     __shared__ float den_s;
     __shared__ __align__(16) float sum[TQ_MERGE_GROUPS<D>][D];
@@ -142,7 +142,7 @@ static int tq_fa_launch(ggml_type tk, ggml_type tv, const tq_fa_params & p, int 
 // The decode kernel, then the merge of its splits (one block per output row) into out.
 template <int D>
 static void tq_fa_run(ggml_type tk, ggml_type tv, const tq_fa_params & p, int n_seq, int nsm, int max_splits, int64_t rows,
-                      float * out, const float * To, cudaStream_t stream) {
+                      float * out, const half * To, cudaStream_t stream) {
     const int splits = tq_fa_launch<D>(tk, tv, p, n_seq, nsm, std::min(max_splits, TQ_MERGE_MAX_SPLITS), stream);
     ggml_cuda_kernel_launch(k_tq_fattn_merge<D>, ggml_cuda_kernel_launch_params(rows, D * TQ_MERGE_GROUPS<D>, 0, stream),
                             p.part, p.meta, out, splits, To, p.n_head, p.gqa);
@@ -192,10 +192,10 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     p.lut_k = tq_fa_lut(K->type);
     p.lut_v = tq_fa_lut(V->type);
     if (fused && fused->t_in) { // Q = t_in x: one token, one sequence (tq-fuse.cu checked the shapes)
-        p.Tq = (const float *) fused->t_in->data;
+        p.Tq = (const half *) fused->t_in->data;
         p.qraw = (const float *) fused->x->data;
     }
-    const float * To = fused && fused->t_out ? (const float *) fused->t_out->data : nullptr;
+    const half * To = fused && fused->t_out ? (const half *) fused->t_out->data : nullptr;
     float * out = (float *) (fused ? fused->out->data : dst->data);
 
     const int n_seq = Q->ne[3];

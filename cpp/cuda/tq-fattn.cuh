@@ -48,7 +48,7 @@ struct tq_fa_params {
     float scale, softcap;
     int stage;          // K and V 4-byte aligned (data and strides): the decode may stage its tiles (tq_fa_stages)
     tq_lut lut_k, lut_v;
-    const float * Tq;   // fused Q transform [n_head_kv][D][D] (row i: output i), or null
+    const half * Tq;    // fused Q transform [n_head_kv][D][D] (row i: output i, f16), or null
     const float * qraw; // with Tq: the untransformed Q of the one token, [n_head][D]
 };
 

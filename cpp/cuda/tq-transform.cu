@@ -24,12 +24,12 @@
 //               (faster per call: docs/results/cuda-h200.md)
 template <int D, bool WHOLE_HEAD>
 static __global__ void __launch_bounds__(WHOLE_HEAD ? D : 32)
-k_tq_transform(const float * T, const float * x, const float * bias, float * y, const int r) {
+k_tq_transform(const half * T, const float * x, const float * bias, float * y, const int r) {
     ggml_cuda_pdl_lc();
     const int lane = threadIdx.x % 32;
     const int rows = WHOLE_HEAD ? 32 * (threadIdx.x / 32) : 32 * blockIdx.x;
     const int h = WHOLE_HEAD ? blockIdx.x : blockIdx.y;
-    const float * t_rows = T + ((int64_t) (h / r) * D + rows) * D;
+    const half * t_rows = T + ((int64_t) (h / r) * D + rows) * D;
     tq_prefetch_rows_l2<D>(t_rows, lane);
     ggml_cuda_pdl_sync();
     float xl[D / 32];
@@ -42,7 +42,7 @@ k_tq_transform(const float * T, const float * x, const float * bias, float * y, 
 }
 
 template <int D>
-static void tq_transform_launch(const float * T, const float * x, const float * bias, float * y, int r, int n_head,
+static void tq_transform_launch(const half * T, const float * x, const float * bias, float * y, int r, int n_head,
                                 cudaStream_t stream) {
     if (y == x) {
         ggml_cuda_kernel_launch(k_tq_transform<D, true>, ggml_cuda_kernel_launch_params(n_head, D, 0, stream), T, x, bias, y, r);
@@ -52,8 +52,8 @@ static void tq_transform_launch(const float * T, const float * x, const float * 
     }
 }
 
-// What both forms need: a hinted MUL_MAT of a contiguous f32 T [d, d, ...] (d = 64, 128, 256) by
-// f32 x, into a contiguous f32 dst.
+// What both forms need: a hinted MUL_MAT of a contiguous f16 T [d, d, ...] (d = 64, 128, 256; the
+// KV cache keeps its transforms in f16) by f32 x, into a contiguous f32 dst.
 static bool tq_transform_hinted(const ggml_tensor * dst) {
     if (dst->op != GGML_OP_MUL_MAT || ggml_get_op_params_i32(dst, 1) != GGML_HINT_SRC0_IS_TQ_TRANSFORM) {
         return false;
@@ -61,7 +61,7 @@ static bool tq_transform_hinted(const ggml_tensor * dst) {
     const ggml_tensor * T = dst->src[0];
     const ggml_tensor * x = dst->src[1];
     const int64_t d = T->ne[0];
-    return (d == 64 || d == 128 || d == 256) && T->ne[1] == d && T->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 &&
+    return (d == 64 || d == 128 || d == 256) && T->ne[1] == d && T->type == GGML_TYPE_F16 && x->type == GGML_TYPE_F32 &&
            dst->type == GGML_TYPE_F32 && ggml_is_contiguous(T) && ggml_is_contiguous(dst) && x->ne[0] == d;
 }
 
@@ -78,7 +78,7 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
     const ggml_tensor * T = dst->src[0];
     const ggml_tensor * x = dst->src[1];
     const int d = T->ne[0], n_head = x->ne[2], r = x->ne[2] / T->ne[2];
-    const float * tp = (const float *) T->data;
+    const half * tp = (const half *) T->data;
     const float * xp = (const float *) x->data;
     float * yp = out ? out : (float *) dst->data;
     switch (d) {
@@ -92,13 +92,12 @@ void ggml_cuda_tq_transform(ggml_backend_cuda_context & ctx, const ggml_tensor *
 //
 // Ampere and later (mma.cuh's TF32 tile product; ggml_cuda_tq_caps_of). A block computes 128 output dimensions (all of them when d = 64) of one head for 64 tokens:
 // C (rows x tokens) = T (rows x d) X (d x tokens), in chunks of 32 of d staged through shared
-// memory. TF32 keeps f32's range with an 11-bit significand, as f16 K/V caches and f16 flash
-// attention do; what follows the products rounds far more (the TQ quantizer, f16 attention,
-// the q8_1 input of the output projection).
+// memory. T is f16 and x is rounded to f16, as the CPU's f16 product rounds it: both are exact
+// TF32 values, so the tensor cores multiply exactly what the CPU multiplies, summed in f32.
 
 // The kernel's arguments: y[:, t, s, kv] = T[kv] x[:, t, s, kv] (+ bias[(kv * r + s) * d ...]).
 struct tq_transform_tokens_args {
-    const float * T; const char * x; char * y; const float * bias;
+    const half * T; const char * x; char * y; const float * bias;
     int n_tok, r, n_kv;
     int64_t xt, xs, xk; // x's byte strides: token, head within the group, KV head
     int64_t yt, ys, yk; // y's
@@ -107,16 +106,9 @@ struct tq_transform_tokens_args {
 static constexpr int TQ_TT_TOKENS = 64;
 static constexpr int TQ_TT_KC     = 32;
 
-// x rounded to the nearest TF32, as the f32 bits that mma.cuh's TF32 tiles hold
-static __device__ __forceinline__ float tq_tf32(float x) {
-#ifdef AMPERE_MMA_AVAILABLE
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-    return __uint_as_float(r);
-#else
-    NO_DEVICE_CODE;
-    return x;
-#endif // AMPERE_MMA_AVAILABLE
+// x rounded to the nearest f16, as the CPU's f16 product rounds it (a TF32 value as well)
+static __device__ __forceinline__ float tq_f16(float x) {
+    return __half2float(__float2half_rn(x));
 }
 
 // C += A B, A 16x8 (row-major), B 8x8 (column-major), TF32 in, f32 accumulate: mma.cuh's tile
@@ -155,14 +147,16 @@ static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_tra
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int t0 = blockIdx.x * TQ_TT_TOKENS, h = blockIdx.y, s = h % a.r, kv = h / a.r;
     const int row0 = blockIdx.z * RT;
-    const float * T = a.T + ((int64_t) kv * D + row0) * D;
+    const half * T = a.T + ((int64_t) kv * D + row0) * D;
     const char * x = a.x + s * a.xs + kv * a.xk;
 
     float c[MT][NT][4] = {};
     for (int k0 = 0; k0 < D; k0 += TQ_TT_KC) {
         for (int f = tid; f < RT * TQ_TT_KC / 4; f += 128) {
             const int i = f / (TQ_TT_KC / 4), j = 4 * (f % (TQ_TT_KC / 4));
-            *(float4 *) &Ts[i][j] = *(const float4 *) (T + (int64_t) i * D + k0 + j);
+            const float2 w = *(const float2 *) (T + (int64_t) i * D + k0 + j); // 4 f16, as floats
+            const float2 lo = __half22float2(*(const half2 *) &w.x), hi = __half22float2(*(const half2 *) &w.y);
+            *(float4 *) &Ts[i][j] = make_float4(lo.x, lo.y, hi.x, hi.y);
         }
         for (int f = tid; f < TQ_TT_TOKENS * TQ_TT_KC / 4; f += 128) {
             const int i = f / (TQ_TT_KC / 4), j = 4 * (f % (TQ_TT_KC / 4));
@@ -176,15 +170,15 @@ static __global__ void __launch_bounds__(128) k_tq_transform_tokens(const tq_tra
 #pragma unroll
             for (int m = 0; m < MT; ++m) {
                 const int r0 = warp * (RT / 4) + 16 * m + g;
-                af[m][0] = tq_tf32(Ts[r0][kk + t]);
-                af[m][1] = tq_tf32(Ts[r0 + 8][kk + t]);
-                af[m][2] = tq_tf32(Ts[r0][kk + t + 4]);
-                af[m][3] = tq_tf32(Ts[r0 + 8][kk + t + 4]);
+                af[m][0] = Ts[r0][kk + t]; // f16 values: exact in TF32
+                af[m][1] = Ts[r0 + 8][kk + t];
+                af[m][2] = Ts[r0][kk + t + 4];
+                af[m][3] = Ts[r0 + 8][kk + t + 4];
             }
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
-                const float b0 = tq_tf32(Xs[8 * n + g][kk + t]);
-                const float b1 = tq_tf32(Xs[8 * n + g][kk + t + 4]);
+                const float b0 = tq_f16(Xs[8 * n + g][kk + t]);
+                const float b1 = tq_f16(Xs[8 * n + g][kk + t + 4]);
 #pragma unroll
                 for (int m = 0; m < MT; ++m) {
                     tq_mma_tf32(c[m][n], af[m], b0, b1);
@@ -237,7 +231,7 @@ void ggml_cuda_tq_transform_tokens(ggml_backend_cuda_context & ctx, const ggml_t
     const ggml_tensor * x = dst->src[1];
     const int d = (int) T->ne[0];
     tq_transform_tokens_args a = {};
-    a.T = (const float *) T->data;
+    a.T = (const half *) T->data;
     a.x = (const char *) x->data;
     a.bias = bias;
     a.n_tok = (int) x->ne[1]; a.r = (int) x->ne[2]; a.n_kv = (int) x->ne[3];

@@ -321,10 +321,12 @@ std::vector<float> llama_tq_meta::transforms(uint32_t il, int kind, bool inverse
                 a[(size_t) i * d + k] = acc;
             }
         }
-        // ggml_mul_mat(A, x) computes y[i] = sum_k A[i*d + k] x[k]: A row-major
+        // ggml_mul_mat(A, x) computes y[i] = sum_k A[i*d + k] x[k]: A row-major. Rounded to f16,
+        // as the cache keeps them: K's centering offset must come from the matrix the graph
+        // applies, or the rounding of T mu, large beside the centered rows, lands in the cache.
         float * dst = out.data() + (size_t) h * d * d;
         for (size_t i = 0; i < (size_t) d * d; ++i) {
-            dst[i] = (float) a[i];
+            dst[i] = ggml_fp16_to_fp32(ggml_fp32_to_fp16((float) a[i]));
         }
     }
     return out;

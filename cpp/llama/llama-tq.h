@@ -43,9 +43,9 @@ struct llama_tq_meta {
                  uint32_t head_dim_k, uint32_t head_dim_v) const;
 
     // The transforms of layer il for K (kind 0), V (kind 1) or Q (kind 2): n_kv_head matrices of
-    // d x d floats, in ggml_mul_mat's src0 layout. With P the kind's preconditioner (identity if
-    // none) and T the seeded rotation: K and V get T P (`inverse`: P^-1 T^T), Q gets T P^-T, so
-    // that every q . k is unchanged.
+    // d x d floats, in ggml_mul_mat's src0 layout, each rounded to f16 (the cache keeps them in
+    // f16). With P the kind's preconditioner (identity if none) and T the seeded rotation: K and
+    // V get T P (`inverse`: P^-1 T^T), Q gets T P^-T, so that every q . k is unchanged.
     std::vector<float> transforms(uint32_t il, int kind, bool inverse) const;
 
     // Whether Q needs its own transform (a K preconditioner makes Q's differ from K's).
