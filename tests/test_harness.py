@@ -248,11 +248,170 @@ def test_cli_unknown_config(smollm2, tmp_path):
     assert_one_line_error(r, "unknown cache type")
 
 
-def test_recall_markdown():
+FAKE_PASSKEY = Path(__file__).parent / "fake_llama_passkey.py"
+
+
+@pytest.fixture
+def fake_passkey(tmp_path, monkeypatch):
+    calls = tmp_path / "calls.txt"
+    calls.touch()
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    return calls
+
+
+def _recall(tmp_path, configs, n_seeds, lengths=(1024,), depths=(0.1, 0.9)):
     from tqgguf.harness import recall as rc
-    recs = [{"config": "tq2_5", "n_tokens": 1024, "depth": 0.5, "status": "ok", "recalled": True},
-            {"config": "tq2_5", "n_tokens": 2048, "depth": 0.5, "status": "ok", "recalled": False},
-            {"config": "q4_0", "n_tokens": 1024, "depth": 0.5, "status": "failed", "error": "x"}]
-    table = rc.markdown(recs, (1024, 2048), (0.5,))
-    assert "| tq2_5 | ✓ | ✗ | 1/2 |" in table
-    assert "| q4_0 | err | — | 0/0 |" in table
+    shown = []
+    cells = rc.recall(FAKE_PASSKEY, tmp_path / "m.gguf", _configs(*configs), tmp_path / "out", lengths, depths,
+                      n_seeds, progress=shown.append)
+    return cells, shown
+
+
+def _calls(calls):
+    """(cache type, seed) of each call, in order."""
+    out = []
+    for line in calls.read_text().splitlines():
+        a = line.split()
+        out.append((a[a.index("-ctk") + 1], int(a[a.index("--seed") + 1])))
+    return out
+
+
+@pytest.mark.parametrize("text, key, answer, recalled", [
+    ((DATA / "passkey-f16.log").read_text(), 39384, "39384. The pass key is 3938", True),
+    ("main: passkey = 39384, inserted at position 6 / 12\n I  What is the pass key? The pass key is 393844\n",
+     39384, "393844", False),  # the key inside a longer number is not recalled
+    ("main: passkey = 7, inserted at position 6 / 12\n I  What is the pass key? The pass key is 8\n\n"
+     "0.1 I main: decoded 7 tokens in 0.27 s\n", 7, "8", False),  # nor is a number in the timings
+    ("main: passkey = 7, inserted at position 6 / 12\nSegmentation fault\n", 7, None, False),
+])
+def test_parse_passkey_answer(text, key, answer, recalled):
+    from tqgguf.harness import recall as rc
+    assert rc.parse_answer(text) == {"passkey": key, "answer": answer, "recalled": recalled}
+    assert rc.parse_answer("llama_model_load: error loading model\n") == {}
+
+
+@pytest.mark.parametrize("miss, n_seeds, counts", [
+    ("", 1, {"f16": 1, "q4_0": 1, "tq2_5": 1}),
+    ("", 3, {"f16": 3, "q4_0": 3, "tq2_5": 3}),
+    ("tq2_5:1235", 3, {"f16": 3, "q4_0": 3, "tq2_5": 2}),
+    ("tq2_5:1234,tq2_5:1236,q4_0:*", 3, {"f16": 3, "q4_0": 0, "tq2_5": 1}),
+    ("f16:1237", 4, {"f16": 3, "q4_0": 4, "tq2_5": 4}),
+])
+def test_recall_runs_every_seed_and_counts_k_of_n(fake_passkey, tmp_path, monkeypatch, miss, n_seeds, counts):
+    from tqgguf.harness import recall as rc
+    monkeypatch.setenv("FAKE_MISS", miss)
+    cells, shown = _recall(tmp_path, ("f16", "q4_0", "tq2_5"), n_seeds)
+    seeds = list(range(1234, 1234 + n_seeds))
+    assert rc.seeds(n_seeds) == seeds
+    # the same seeds, in order, for every cell of every configuration
+    assert _calls(fake_passkey) == [(t, s) for t in ("f16", "q4_0", "tq2_5") for _ in range(2) for s in seeds]
+    assert len(shown) == 3 * 2 * n_seeds  # progress once a run
+    assert shown[0] == "f16 1024 @0.1 seed 1234" and shown[-1] == f"tq2_5 1024 @0.9 seed {seeds[-1]}"
+    assert [(c["config"], c["recalled"], c["ok"], c["seeds"]) for c in cells] == \
+        [(t, counts[t], n_seeds, n_seeds) for t in ("f16", "q4_0", "tq2_5") for _ in range(2)]
+    for c in cells:  # every seed's outcome, with its answer
+        assert [r["seed"] for r in c["runs"]] == seeds
+        assert all(isinstance(r["recalled"], bool) and str(r["passkey"]) in r["answer"] for r in c["runs"])
+    assert len({r["passkey"] for r in cells[0]["runs"]}) == n_seeds  # each seed hides another key
+    table = rc.markdown(cells, (1024,), (0.1, 0.9))
+    for t, k in counts.items():
+        assert f"| {t} | {k}/{n_seeds} | {k}/{n_seeds} | {2 * k}/{2 * n_seeds} |" in table
+
+
+def test_recall_resumes_each_seed_from_its_own_run(fake_passkey, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_MISS", "tq2_5:1235")
+    first, _ = _recall(tmp_path, ("f16", "tq2_5"), 2)
+    assert len(_calls(fake_passkey)) == 8
+    runs = sorted(p.name for p in (tmp_path / "out" / "recall-runs").glob("*.json"))
+    assert runs[:4] == ["f16-1024-10-s1234.json", "f16-1024-10-s1235.json", "f16-1024-90-s1234.json",
+                        "f16-1024-90-s1235.json"]
+    # a third seed and a third configuration: only their runs are new, the kept ones are read back
+    monkeypatch.setenv("FAKE_MISS", "")
+    again, shown = _recall(tmp_path, ("f16", "tq2_5", "q8_0"), 3)
+    assert _calls(fake_passkey)[8:] == [("f16", 1236)] * 2 + [("tq2_5", 1236)] * 2 + [("q8_0", s) for s in
+                                                                                     (1234, 1235, 1236)] * 2
+    assert len(shown) == 18  # progress counts the kept runs too
+    assert again[2]["runs"][:2] == first[2]["runs"] and again[2]["recalled"] == 2  # tq2_5 seed 1235 kept its miss
+
+
+@pytest.mark.parametrize("configs, miss, lines", [
+    (("f16", "q8_0", "tq2_5"), "", ["- q8_0: 2/2", "- tq2_5: 2/2"]),
+    (("f16", "tq2_5"), "tq2_5:1235", ["- tq2_5: 0/2; short at 1024 @10% (2/3 vs 3/3), 1024 @90% (2/3 vs 3/3)"]),
+    # a seed that f16 did not recall asks nothing of the others
+    (("f16", "tq2_5"), "f16:1235,tq2_5:1235", ["- tq2_5: 2/2"]),
+    (("tq2_5", "f16", "q4_0"), "f16:1234,q4_0:1235,q4_0:1236", ["- tq2_5: 2/2", "- q4_0: 0/2; short at"]),
+    (("q8_0", "tq2_5"), "tq2_5:*", []),  # no f16, no comparison
+])
+def test_recall_against_f16(fake_passkey, tmp_path, monkeypatch, configs, miss, lines):
+    from tqgguf.harness import recall as rc
+    monkeypatch.setenv("FAKE_MISS", miss)
+    cells, _ = _recall(tmp_path, configs, 3)
+    table = rc.markdown(cells, (1024,), (0.1, 0.9))
+    got = [line for line in table.splitlines() if line.startswith("- ")]
+    assert len(got) == len(lines) and all(g.startswith(want) for g, want in zip(got, lines)), table
+    assert ("every seed that f16 recalled" in table) == bool(lines)
+    assert "- f16:" not in table
+
+
+def test_recall_against_f16_cell_by_cell():
+    from tqgguf.harness import recall as rc
+
+    def c(cfg, n, recalled, failed=()):
+        runs = [{"seed": s, "status": "failed" if s in failed else "ok", "recalled": s in recalled, "passkey": s,
+                 "config": cfg, "n_tokens": n, "depth": 0.5} for s in (1, 2, 3)]
+        return rc.cell(runs)
+    cells = [c("f16", 1024, {1, 2}), c("f16", 2048, set()), c("f16", 4096, {3}),
+             c("tq2_5", 1024, {1, 2, 3}), c("tq2_5", 2048, set()), c("tq2_5", 4096, set(), failed={3}),
+             c("q4_0", 1024, {1}), c("q4_0", 4096, {3}),  # q4_0 has no 2048 cell
+             c("f16", 8192, {1}, failed={2}), c("tq2_5", 8192, set())]  # nor counts a cell where f16 crashed
+    vs = rc.against_reference(cells)
+    assert vs == {"tq2_5": {"kept": 2, "cells": 3, "short": [(4096, 0.5, "0/3 (1 err)", "1/3")]},
+                  "q4_0": {"kept": 1, "cells": 2, "short": [(1024, 0.5, "1/3", "2/3")]}}
+    table = rc.markdown(cells, (1024, 2048, 4096, 8192), (0.5,))
+    assert "| f16 | 2/3 | 0/3 | 1/3 | 1/3 (1 err) | 4/11 |" in table
+    assert "| tq2_5 | 3/3 | 0/3 | 0/3 (1 err) | 0/3 | 3/11 |" in table
+    assert "| q4_0 | 1/3 | — | 1/3 | — | 2/6 |" in table
+
+
+def test_recall_a_crashing_configuration_shows_err(fake_passkey, tmp_path, monkeypatch):
+    from tqgguf.harness import recall as rc
+    monkeypatch.setenv("FAKE_CRASH", "q4_0")
+    cells, _ = _recall(tmp_path, ("f16", "q4_0", "tq2_5"), 2)
+    assert cells[2]["runs"][0]["status"] == "failed" and "Segmentation fault" in cells[2]["runs"][0]["error"]
+    table = rc.markdown(cells, (1024,), (0.1, 0.9))
+    assert "| q4_0 | err | err | 0/0 |" in table and "- q4_0: 0/2; short at" in table
+    # a crashing reference: no cell to hold the others to, and the line says so
+    monkeypatch.setenv("FAKE_CRASH", "f16")
+    cells, _ = _recall(tmp_path / "again", ("f16", "tq2_5"), 2)
+    assert "- tq2_5: 0/0" in rc.markdown(cells, (1024,), (0.1, 0.9))
+
+
+@pytest.mark.parametrize("same_key, n_seeds, warned", [(True, 3, True), (True, 1, False), (False, 3, False)])
+def test_recall_warns_when_the_seeds_repeat_one_prompt(fake_passkey, tmp_path, monkeypatch, same_key, n_seeds,
+                                                      warned):
+    from tqgguf.harness import recall as rc
+    monkeypatch.setenv("FAKE_SAME_KEY", "1" if same_key else "")
+    cells, _ = _recall(tmp_path, ("f16",), n_seeds)
+    assert rc.seed_ignored(cells) == warned
+    assert ("ignores --seed" in rc.markdown(cells, (1024,), (0.1, 0.9))) == warned
+
+
+def test_cli_recall_with_seeds(fake_passkey, smollm2, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llama-passkey").symlink_to(FAKE_PASSKEY)
+    monkeypatch.setenv("FAKE_MISS", "q4_0:1235")
+    out = tmp_path / "o"
+    r = run_cli("recall", str(smollm2), "--configs", "f16,q4_0", "--lengths", "1024", "--depths", "0.5",
+                "--seeds", "2", "--llama-bin", str(bin_dir), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "seeds 1234–1235" in r.stdout and "| q4_0 | 1/2 | 1/2 |" in r.stdout
+    assert "- q4_0: 0/1; short at 1024 @50% (1/2 vs 2/2)" in r.stdout
+    assert (out / "recall.md").read_text() in r.stdout
+    js = json.loads((out / "recall.json").read_text())
+    assert [(c["config"], c["recalled"], c["seeds"]) for c in js] == [("f16", 2, 2), ("q4_0", 1, 2)]
+    assert [(x["seed"], x["recalled"], x["answer"][:5] == str(x["passkey"])) for x in js[1]["runs"]] == \
+        [(1234, True, True), (1235, False, True)]
+    assert "llama-passkey runs" in r.stderr  # progress on stderr
+    r = run_cli("recall", str(smollm2), "--configs", "f16", "--seeds", "0", "--llama-bin", str(bin_dir))
+    assert r.returncode != 0 and "--seeds" in r.stderr

@@ -362,19 +362,29 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
 @click.option("--configs", default="f16,q8_0,q4_0,tq3_5,tq2_5", show_default=True,
-              help="Comma-separated cache configurations, as for `compare`.")
+              help="Comma-separated cache configurations, as for `compare`. With f16 among them, a line per "
+                   "configuration counts the cells where it recalled every seed that f16 recalled.")
 @click.option("--lengths", default=",".join(map(str, rc.DEFAULT_LENGTHS)), show_default=True,
               help="Prompt lengths in tokens.")
 @click.option("--depths", default=",".join(map(str, rc.DEFAULT_DEPTHS)), show_default=True,
               help="Where the needle sits, as a fraction of the prompt.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/recall", show_default=True)
-@click.option("--threads", type=int, default=None)
-@click.option("--ngl", type=int, default=0, show_default=True)
-@click.option("--llama-bin", type=click.Path(file_okay=False), default=None)
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=rc.DEFAULT_SEEDS, show_default=True,
+              help=f"Runs a cell, with seeds {rc.FIRST_SEED}, {rc.FIRST_SEED + 1}, ... (the same for every "
+                   "configuration); a cell shows how many recalled.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/recall", show_default=True,
+              help="Receives recall.md, recall.json and recall-runs/ (one run a seed; resumable).")
+@click.option("--threads", type=int, default=None, help="Threads for llama.cpp [default: its own].")
+@click.option("--ngl", type=int, default=0, show_default=True, help="Layers on the GPU.")
+@click.option("--llama-bin", type=click.Path(file_okay=False), default=None,
+              help="bin/ folder of the patched llama.cpp [default: the cached build, built if needed].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors
-def recall(model, configs, lengths, depths, out_dir, threads, ngl, llama_bin, quiet):
-    """Needle-in-a-haystack recall of MODEL for each KV-cache configuration (recall.md/.json)."""
+def recall(model, configs, lengths, depths, n_seeds, out_dir, threads, ngl, llama_bin, quiet):
+    """Needle-in-a-haystack recall of MODEL for each KV-cache configuration (recall.md/.json).
+
+    Each (configuration, length, depth) cell runs llama-passkey once a seed and shows k/N,
+    recalled in k of its N seeds; recall.json keeps every run (seed, passkey, answer).
+    """
     try:
         configs = [cmp.parse_config(c.strip()) for c in configs.split(",") if c.strip()]
         lengths = [int(x) for x in lengths.split(",")]
@@ -384,15 +394,20 @@ def recall(model, configs, lengths, depths, out_dir, threads, ngl, llama_bin, qu
     require_prepared(model, configs)
     binary = ll.find_bin("llama-passkey", llama_bin)
     out = Path(out_dir)
-    n = len(configs) * len(lengths) * len(depths)
+    n = len(configs) * len(lengths) * len(depths) * n_seeds
     with click.progressbar(length=n, label="llama-passkey runs", file=sys.stderr, hidden=quiet,
                            item_show_func=lambda s: s) as bar:
-        recs = rc.recall(binary, Path(model), configs, out, lengths, depths,
-                         progress=lambda s: bar.update(1, s), threads=threads, ngl=ngl)
-    header = f"Passkey recall, model `{model}`, seed 1234, FA on; ✓ recalled, ✗ not.\n"
-    (out / "recall.md").write_text(rc.markdown(recs, lengths, depths, header))
-    (out / "recall.json").write_text(json.dumps(recs, indent=1))
+        cells = rc.recall(binary, Path(model), configs, out, lengths, depths, n_seeds,
+                          progress=lambda s: bar.update(1, s), threads=threads, ngl=ngl)
+    seeds = rc.seeds(n_seeds)
+    seed_text = f"seed {seeds[0]}" if n_seeds == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+    header = f"Passkey recall, model `{model}`, {seed_text}, FA on; k/N: recalled with k of the N seeds.\n"
+    (out / "recall.md").write_text(rc.markdown(cells, lengths, depths, header))
+    (out / "recall.json").write_text(json.dumps(cells, indent=1))
     click.echo((out / "recall.md").read_text())
+    if rc.seed_ignored(cells):
+        click.echo("tqgguf: warning: llama-passkey hid the same pass key for every seed: this build ignores "
+                   "--seed, so the seeds repeat one prompt", err=True)
 
 
 @main.command()
