@@ -68,6 +68,11 @@ def test_kld_orders_q8_0_tq3_5_tq2_5(llama_bin, prepared_smollm2, text, tmp_path
     # honest memory: the log's K/V MiB follow the block sizes (2.75 and 3.75 bits against q8_0's 8.5)
     assert recs["tq2_5"]["k_mib"] == pytest.approx(recs["q8_0"]["k_mib"] * 2.75 / 8.5, rel=1e-3)
     assert recs["tq3_5"]["v_mib"] == pytest.approx(recs["q8_0"]["v_mib"] * 3.75 / 8.5, rel=1e-3)
+    # and what TQ keeps beside them, the transforms, is what `tqgguf inspect` says it costs
+    shown = json.loads(run_cli("inspect", str(prepared_smollm2), "--json", check=True).stdout)["transforms_mib"]
+    for t in ("tq3_5", "tq2_5"):
+        assert recs[t]["side_mib"] == pytest.approx(shown, abs=recs[t]["kv_side"][0]["mib_pm"] + 1e-3), recs[t]["kv_side"]
+    assert recs["q8_0"]["side_mib"] == 0
 
 
 @pytest.mark.parametrize("arch,ctx", [("llama", 256), ("gemma3", 1024)])
