@@ -182,9 +182,42 @@ def test_calibrate_writes_a_stats_file_that_prepare_takes(llama_bin, tmp_path):
     run_cli("calibrate", str(src), "-o", str(stats), "--calibration-tokens", "200", env=_env(llama_bin), check=True)
     st = calibrate.read(stats)
     assert st.arch == "qwen3" and len(st.tokens) == 200
+    assert st.positions == prepare.CALIBRATION_POSITIONS and (st.k_rows == 200 + 20 * 199).all()  # 21 runs
     out = tmp_path / "o.gguf"
     run_cli("prepare", str(src), "-o", str(out), "--stats", str(stats), "-q", check=True)
     assert np.array_equal(metadata.read(read_header(out)).k_center, st.mean["k"])
+
+
+def test_replays_at_later_positions_keep_the_hidden_states(tool, tmp_path):
+    """-p replays the tokens at later starts: V (no RoPE) is the same rows again, K the same rows
+    turned (same norms), and the replays leave their first token, the attention sink, out."""
+    src = tmp_path / "m.gguf"
+    synth.write(src, synth.Shape(), arch="llama")
+    n, span = 64, 192                     # starts 0, 64, 128: the first run and two replays
+    runs = {}
+    for name, kw in (("once", dict(n_tokens=n)), ("replayed", dict(n_tokens=n, positions=span)),
+                     ("sink", dict(n_tokens=1, min_tokens=1))):
+        calibrate.run(tool, str(src), prepare.CALIBRATION_TEXT, tmp_path / f"{name}.gguf", **kw)
+        runs[name] = calibrate.read(tmp_path / f"{name}.gguf")
+    once, replayed, sink = runs["once"], runs["replayed"], runs["sink"]
+    rows = n + 2 * (n - 1)
+    assert (replayed.k_rows == rows).all() and replayed.positions == span and once.positions == n
+    assert (replayed.q_rows == rows * once.q_rows // n).all()
+
+    def expected(first_run, first_token):   # the first run, and twice the run less its first token
+        return (n * first_run + 2 * (n * first_run - first_token)) / rows
+
+    def second_moment_trace(st, kind):
+        return np.trace(st.cov[kind], axis1=-2, axis2=-1) + (st.mean[kind].astype(np.float64) ** 2).sum(-1)
+
+    want_v = expected(once.mean["v"].astype(np.float64), sink.mean["v"].astype(np.float64))
+    err = np.linalg.norm(replayed.mean["v"] - want_v, axis=-1) / np.linalg.norm(want_v, axis=-1)
+    assert err.max() < 1e-3, err.max()
+    want_k = expected(second_moment_trace(once, "k"), second_moment_trace(sink, "k"))
+    assert np.allclose(second_moment_trace(replayed, "k"), want_k, rtol=1e-3)
+    # ... while K's mean moved: the replays see it turned by their positions
+    moved = np.linalg.norm(replayed.mean["k"] - expected(once.mean["k"], sink.mean["k"]), axis=-1)
+    assert moved.max() > 1e-2 * np.linalg.norm(once.mean["k"], axis=-1).max()
 
 
 def test_the_tool_refuses_in_one_line(tool, tmp_path):

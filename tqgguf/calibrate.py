@@ -35,6 +35,7 @@ K_HEAD_DIM_K = "tqcal.k.head_dim"
 K_HEAD_DIM_V = "tqcal.v.head_dim"
 K_TOKENS = "tqcal.token_count"
 K_CTX = "tqcal.ctx"
+K_POSITIONS = "tqcal.positions"  # positions the statistics span (sequences replayed at later starts)
 K_K_ROWS = "tqcal.k_rows"        # [u32] per layer: K rows counted (0: a layer without a KV cache)
 K_Q_ROWS = "tqcal.q_rows"        # [u32] per layer: query rows counted (tokens x query heads)
 K_KQ_SCALE = "tqcal.kq_scale"    # [f32] per layer: the attention's score scale
@@ -81,6 +82,7 @@ class Stats:
     softcap: np.ndarray
     mean: dict                  # kind -> (n_layer, n_kv_head, d) float32
     cov: dict                   # kind -> (n_layer, n_kv_head, d, d) float32
+    positions: int = 0          # positions 0..positions-1 were seen (files before the key: ctx)
 
 
 def _value(hdr: Header, key: str):
@@ -112,6 +114,7 @@ def read(path: str | os.PathLike) -> Stats:
                   kq_scale=np.asarray(_value(hdr, K_KQ_SCALE), dtype=np.float32),
                   softcap=np.asarray(_value(hdr, K_SOFTCAP), dtype=np.float32),
                   mean={}, cov={})
+        s.positions = int(hdr.get(K_POSITIONS, s.ctx))
         t = hdr.tensor(T_TOKENS)
         if t is None:
             raise StatsError(f"tensor {T_TOKENS} is missing")
@@ -146,7 +149,7 @@ def write(path: str | os.PathLike, s: Stats) -> None:
     w.add_string(K_ARCH, s.arch)
     for key, v in ((K_LAYERS, s.n_layer), (K_HEADS, s.n_head), (K_KV_HEADS, s.n_kv_head),
                    (K_HEAD_DIM_K, s.head_dim_k), (K_HEAD_DIM_V, s.head_dim_v), (K_TOKENS, len(s.tokens)),
-                   (K_CTX, s.ctx)):
+                   (K_CTX, s.ctx), (K_POSITIONS, s.positions or s.ctx)):
         w.add_uint32(key, int(v))
     w.add_array(K_K_ROWS, [int(x) for x in s.k_rows])
     w.add_array(K_Q_ROWS, [int(x) for x in s.q_rows])
@@ -166,11 +169,13 @@ _LIVE: set = set()  # this process's running tools and their temp folders, for t
 
 
 def run(tool: Path, model: str, text: str | os.PathLike, out: str | os.PathLike, n_tokens: int = 1024,
-        threads: int | None = None, ngl: int = 0, min_tokens: int = 16, extra: list[str] | None = None) -> None:
+        threads: int | None = None, ngl: int = 0, min_tokens: int = 16, positions: int = 0,
+        extra: list[str] | None = None) -> None:
     """Run llama-tq-calibrate on the text file ``text``; ToolError with its one line where it
-    refuses or fails."""
+    refuses or fails. ``positions``: replay the sequence at later starts so that the statistics
+    span positions 0..positions-1 (0: once, from position 0)."""
     cmd = [str(tool), "-m", str(model), "-f", str(text), "-o", str(out), "-n", str(n_tokens),
-           "--min-tokens", str(min_tokens), "-ngl", str(ngl)]
+           "--min-tokens", str(min_tokens), "-ngl", str(ngl), "-p", str(positions)]
     if threads:
         cmd += ["-t", str(threads)]
     cmd += extra or []

@@ -108,6 +108,10 @@ def temp_files_removed_on_signals(what: str):
                    "llama-tq-calibrate (refused without it).")
 @click.option("--calibration-tokens", type=click.IntRange(prep.MIN_CENTER_TOKENS), default=prep.CENTER_TOKENS,
               show_default=True, help="Tokens of the calibration text the K centers average over.")
+@click.option("--calibration-positions", type=click.IntRange(0), default=prep.CALIBRATION_POSITIONS,
+              show_default=True, help="Replay the calibration tokens at later start positions so that the statistics "
+                                      "span this many positions (K is stored after RoPE: calibrate for the context "
+                                      "you run; 0: the tokens once, from position 0).")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Take the K centers from a statistics file made elsewhere (`tqgguf calibrate` or "
                    "llama-tq-calibrate, e.g. on a GPU machine) instead of running the model here.")
@@ -121,7 +125,7 @@ def temp_files_removed_on_signals(what: str):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
 def prepare(model, output, in_place, seed, types_text, center_k, precondition, calibration, calibration_tokens,
-            stats_file, llama_bin, threads, ngl, quiet):
+            calibration_positions, stats_file, llama_bin, threads, ngl, quiet):
     """Write a copy of MODEL with the TurboQuant metadata the patched llama.cpp needs.
 
     Tensors and all other keys are copied byte for byte; existing turboquant.* keys
@@ -178,7 +182,8 @@ def prepare(model, output, in_place, seed, types_text, center_k, precondition, c
             cal = prep.Calibration(stats=stats_file)
         elif tool is not None:
             text = Path(calibration or prep.CALIBRATION_TEXT).read_text(errors="replace")
-            cal = prep.Calibration(text=text, tool=tool, n_tokens=calibration_tokens, threads=threads, ngl=ngl)
+            cal = prep.Calibration(text=text, tool=tool, n_tokens=calibration_tokens, threads=threads, ngl=ngl,
+                                   positions=calibration_positions)
         try:
             prep.prepare_file(model, out, seed, types, bar, calibration=cal, center=center_k, precondition=precondition)
         except prep.CalibrationError as e:
@@ -197,13 +202,15 @@ def prepare(model, output, in_place, seed, types_text, center_k, precondition, c
               help="Text to run [default: the packaged 12 KB of Django's reference docs].")
 @click.option("--calibration-tokens", type=click.IntRange(prep.MIN_CENTER_TOKENS), default=prep.CENTER_TOKENS,
               show_default=True)
+@click.option("--calibration-positions", type=click.IntRange(0), default=prep.CALIBRATION_POSITIONS,
+              show_default=True, help="Positions the statistics span (the tokens replayed at later starts).")
 @click.option("--llama-bin", type=click.Path(file_okay=False), default=None,
               help="bin/ folder with llama-tq-calibrate [default: $TQGGUF_LLAMA_BIN, else the cached build, "
                    "built if needed].")
 @click.option("--threads", type=click.IntRange(1), default=None)
 @click.option("--ngl", type=click.IntRange(0), default=0, show_default=True)
 @one_line_errors
-def calibrate_cmd(model, output, calibration, calibration_tokens, llama_bin, threads, ngl):
+def calibrate_cmd(model, output, calibration, calibration_tokens, calibration_positions, llama_bin, threads, ngl):
     """Run MODEL in llama.cpp over a text and write its K, V and Q statistics (per layer and KV
     head: mean and covariance) to OUTPUT, for `tqgguf prepare --stats` (docs/calibration.md)."""
     prep.read_model_header(model)
@@ -211,7 +218,7 @@ def calibrate_cmd(model, output, calibration, calibration_tokens, llama_bin, thr
     text = Path(calibration or prep.CALIBRATION_TEXT)
     try:
         calibrate.run(tool, model, text, output, n_tokens=calibration_tokens, threads=threads, ngl=ngl,
-                      min_tokens=prep.MIN_CENTER_TOKENS)
+                      min_tokens=prep.MIN_CENTER_TOKENS, positions=calibration_positions)
     except calibrate.ToolError as e:
         raise UserError(e.why) from None
     click.echo(output)

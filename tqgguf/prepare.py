@@ -340,6 +340,10 @@ def _no_progress(label: str, length: int):
 CALIBRATION_TEXT = Path(__file__).parent / "data" / "calibration.txt"
 CENTER_TOKENS = 1024
 MIN_CENTER_TOKENS = 16
+# The cache stores K after RoPE, whose statistics depend on the positions they are seen at: the
+# calibration replays its tokens at later start positions so that they span those of a context
+# this long (llama-tq-calibrate -p; docs/ablation.md, "Calibration positions").
+CALIBRATION_POSITIONS = 4096
 
 
 class CalibrationError(PrepareError):
@@ -360,6 +364,7 @@ class Calibration:
     n_tokens: int = CENTER_TOKENS
     threads: int | None = None
     ngl: int = 0
+    positions: int = CALIBRATION_POSITIONS
 
 
 def k_centers_from(stats: "calibrate.Stats", shape: ModelShape, where: str = "the statistics") -> np.ndarray:
@@ -388,7 +393,7 @@ def k_centers(path: str, text: str, tool: Path, n_tokens: int = CENTER_TOKENS, *
 def _run_tool(src: str, cal: Calibration) -> "calibrate.Stats":
     try:
         return calibrate.calibrate(cal.tool, src, cal.text, n_tokens=cal.n_tokens, threads=cal.threads, ngl=cal.ngl,
-                                   min_tokens=MIN_CENTER_TOKENS)
+                                   min_tokens=MIN_CENTER_TOKENS, positions=cal.positions)
     except calibrate.ToolError as e:
         raise CalibrationError(e.why) from None
 

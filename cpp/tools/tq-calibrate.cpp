@@ -1,9 +1,9 @@
 // llama-tq-calibrate: the statistics `tqgguf prepare` needs, collected from llama.cpp's own graph.
 //
-//   llama-tq-calibrate -m MODEL.gguf -f TEXT -o STATS.gguf [-n TOKENS] [-c CTX] [-t N] [-ngl N]
+//   llama-tq-calibrate -m MODEL.gguf -f TEXT -o STATS.gguf [-n TOKENS] [-c CTX] [-p POSITIONS] [-t N] [-ngl N]
 //
-// Runs MODEL over the first TOKENS tokens of TEXT (one sequence per CTX tokens, positions from 0)
-// and writes, per layer and KV head, the mean and covariance of K (after RoPE: the rows the KV
+// Runs MODEL over the first TOKENS tokens of TEXT (one sequence per CTX tokens, positions from 0;
+// with POSITIONS, each sequence again at start positions spread up to POSITIONS) and writes, per layer and KV head, the mean and covariance of K (after RoPE: the rows the KV
 // cache stores), of V, and of Q (the queries the attention reads, pooled over each KV head's
 // query group), to a GGUF file (docs/calibration.md). Like llama-imatrix, it reads the tensors
 // through the scheduler's eval callback, so it calibrates every architecture llama.cpp runs,
@@ -15,6 +15,13 @@
 // (a backend that fuses RoPE into the cache write still writes them there; the SET_ROWS node is
 // a view of the cache, so it carries the cache's name); Q is the first
 // operand of the layer's FLASH_ATTN_EXT, whose K operand names the layer's cache.
+//
+// Why replay a sequence at later positions: the cache stores K after RoPE, so K's statistics
+// depend on the positions they are taken at (a pair that turns little within 1024 positions
+// turns far within 4096), and a context uses all of its positions. Attention sees relative
+// positions only, so a sequence started at position o has the same hidden states as from 0; only
+// K's and Q's rotation differ. Its first token is left out of a replay's statistics: in a real
+// context the attention sink sits at position 0 only.
 //
 // Errors are one line on stderr, `llama-tq-calibrate: error: ...`, exit status 1.
 
@@ -120,6 +127,7 @@ struct collector {
     std::vector<uint8_t> buf;
     std::vector<float>   row;
     std::string          problem;  // the first thing that went wrong inside the callback
+    bool skip_first = false;       // leave the ubatch's first token out (a replay's attention sink)
 
     void init() {
         layers.resize(n_layer);
@@ -186,7 +194,8 @@ struct collector {
         auto & acc = kind == 'k' ? layers[il].k : layers[il].v;
         const bool host = t->buffer == nullptr || ggml_backend_buffer_is_host(t->buffer);
         std::vector<float> r(t->ne[0]);
-        for (int64_t i : rows) {
+        for (size_t j = skip_first ? 1 : 0; j < rows.size(); ++j) {
+            const int64_t i = rows[j];
             const float * x;
             if (host) {
                 x = (const float *) ((const uint8_t *) t->data + i*t->nb[1]);
@@ -216,7 +225,7 @@ struct collector {
         const uint8_t * data = bytes(q);
         for (int64_t s = 0; s < q->ne[3]; ++s) {
             for (int64_t h = 0; h < q->ne[2]; ++h) {
-                for (int64_t i = 0; i < q->ne[1]; ++i) {
+                for (int64_t i = skip_first ? 1 : 0; i < q->ne[1]; ++i) {
                     layers[il].q[h / group].add(get_row(q, data, i, h, s), dk);
                 }
             }
@@ -276,11 +285,25 @@ static int64_t meta_int(const llama_model * model, const std::string & key, int6
     return std::atoll(buf);  // an array (per-layer value) reads as its first element: checked per layer later
 }
 
+// Where a sequence of n tokens starts: 0, and for a span of positions past n, evenly spaced starts
+// whose last one ends at span - 1, as many as it takes to cover the span.
+static std::vector<int64_t> start_positions(int64_t n, int64_t span) {
+    std::vector<int64_t> starts = {0};
+    const int64_t runs = (span + n - 1) / n;
+    for (int64_t j = 1; j < runs; ++j) {
+        starts.push_back(j*(span - n)/(runs - 1));
+    }
+    return starts;
+}
+
 static void usage() {
     fprintf(stderr,
         "usage: llama-tq-calibrate -m MODEL.gguf -f TEXT -o STATS.gguf [options]\n"
         "  -n, --tokens N     tokens of TEXT to run (default 1024; fewer if TEXT is shorter)\n"
         "  -c, --ctx N        tokens per sequence; each starts at position 0 (default: all in one)\n"
+        "  -p, --positions N  run each sequence again at start positions spread so that its last\n"
+        "                     reaches N-1 (statistics over the positions a context of N uses;\n"
+        "                     default: once, from 0)\n"
         "  -b, --batch N      tokens per llama_decode (default 512)\n"
         "  -t, --threads N    CPU threads (default: llama.cpp's)\n"
         "  -ngl N             layers on the GPU (default 0)\n"
@@ -292,7 +315,7 @@ static void usage() {
 
 int main(int argc, char ** argv) {
     std::string model_path, text_path, out_path;
-    int64_t n_tokens_max = 1024, n_ctx_seq = 0, n_batch = 512, min_tokens = 16;
+    int64_t n_tokens_max = 1024, n_ctx_seq = 0, n_batch = 512, min_tokens = 16, n_positions = 0;
     int n_threads = -1, n_gpu_layers = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -316,6 +339,7 @@ int main(int argc, char ** argv) {
         else if (a == "-o" || a == "--output") { out_path = next(); }
         else if (a == "-n" || a == "--tokens") { n_tokens_max = next_int(); }
         else if (a == "-c" || a == "--ctx") { n_ctx_seq = next_int(); }
+        else if (a == "-p" || a == "--positions") { n_positions = next_int(); }
         else if (a == "-b" || a == "--batch") { n_batch = next_int(); }
         else if (a == "-t" || a == "--threads") { n_threads = (int) next_int(); }
         else if (a == "-ngl" || a == "--n-gpu-layers") { n_gpu_layers = (int) next_int(); }
@@ -327,8 +351,8 @@ int main(int argc, char ** argv) {
     if (model_path.empty() || text_path.empty() || out_path.empty()) {
         die("-m MODEL, -f TEXT and -o STATS are needed (see --help)");
     }
-    if (n_tokens_max < 1 || n_batch < 1 || n_ctx_seq < 0) {
-        die("--tokens and --batch must be positive, --ctx not negative");
+    if (n_tokens_max < 1 || n_batch < 1 || n_ctx_seq < 0 || n_positions < 0) {
+        die("--tokens and --batch must be positive, --ctx and --positions not negative");
     }
     const std::string text = read_file(text_path);
 
@@ -398,25 +422,29 @@ int main(int argc, char ** argv) {
     llama_batch batch = llama_batch_init((int32_t) cp.n_batch, 0, 1);
     for (size_t start = 0; start < tokens.size(); start += n_seq_tok) {
         const size_t end = std::min(tokens.size(), start + (size_t) n_seq_tok);
-        llama_memory_clear(llama_get_memory(ctx), true);
-        for (size_t b = start; b < end; b += cp.n_batch) {
-            batch.n_tokens = 0;
-            for (size_t i = b; i < std::min(end, b + cp.n_batch); ++i) {
-                const int32_t j = batch.n_tokens++;
-                batch.token[j]     = tokens[i];
-                batch.pos[j]       = (llama_pos) (i - start);
-                batch.n_seq_id[j]  = 1;
-                batch.seq_id[j][0] = 0;
-                batch.logits[j]    = i + 1 == end;
-            }
-            if (llama_decode(ctx, batch) != 0) {
-                die("llama_decode failed at token %zu: %s", b, g_first_error.empty() ? "see -v" : g_first_error.c_str());
-            }
-            if (!c.problem.empty()) {
-                die("%s", c.problem.c_str());
+        for (const int64_t offset : start_positions((int64_t) (end - start), n_positions)) {
+            llama_memory_clear(llama_get_memory(ctx), true);
+            for (size_t b = start; b < end; b += cp.n_batch) {
+                batch.n_tokens = 0;
+                for (size_t i = b; i < std::min(end, b + cp.n_batch); ++i) {
+                    const int32_t j = batch.n_tokens++;
+                    batch.token[j]     = tokens[i];
+                    batch.pos[j]       = (llama_pos) (offset + (int64_t) (i - start));
+                    batch.n_seq_id[j]  = 1;
+                    batch.seq_id[j][0] = 0;
+                    batch.logits[j]    = i + 1 == end;
+                }
+                c.skip_first = offset > 0 && b == start;  // one ubatch per decode (n_ubatch = n_batch)
+                if (llama_decode(ctx, batch) != 0) {
+                    die("llama_decode failed at token %zu: %s", b, g_first_error.empty() ? "see -v" : g_first_error.c_str());
+                }
+                if (!c.problem.empty()) {
+                    die("%s", c.problem.c_str());
+                }
             }
         }
     }
+    c.skip_first = false;
     llama_batch_free(batch);
 
     // every layer that has a KV cache must have been seen
@@ -453,6 +481,7 @@ int main(int argc, char ** argv) {
     gguf_set_val_u32(g, "tqcal.v.head_dim", (uint32_t) c.dv);
     gguf_set_val_u32(g, "tqcal.token_count", (uint32_t) tokens.size());
     gguf_set_val_u32(g, "tqcal.ctx", (uint32_t) n_seq_tok);
+    gguf_set_val_u32(g, "tqcal.positions", (uint32_t) std::max<int64_t>(n_positions, std::min<int64_t>(n_seq_tok, tokens.size())));
     gguf_set_arr_data(g, "tqcal.k_rows", GGUF_TYPE_UINT32, k_rows.data(), k_rows.size());
     gguf_set_arr_data(g, "tqcal.q_rows", GGUF_TYPE_UINT32, q_rows.data(), q_rows.size());
     gguf_set_arr_data(g, "tqcal.kq_scale", GGUF_TYPE_FLOAT32, kq_scale.data(), kq_scale.size());
