@@ -85,6 +85,7 @@ def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
         "k center wrong type": (add(metadata.K_K_CENTER, VT.ARRAY, [0] * (n_layer * n_kv * head_dim), VT.INT32),
                                 "k.center"),
         "k center beyond f16": (add(metadata.K_K_CENTER, VT.ARRAY, big, VT.FLOAT32), "k.center"),
+        "calibration positions wrong type": (add(metadata.K_CAL_POSITIONS, VT.STRING, "4096"), "calibration_positions"),
         **precond_cases(n_layer, n_kv, head_dim),
     }
 

@@ -139,6 +139,22 @@ def _perplexity_logits(llama_bin, model, text, ctx, cache, tmp_path) -> np.ndarr
     return rows[:, :4].copy().view(np.float32)
 
 
+def test_a_context_far_from_the_calibrated_one_is_warned_of(llama_bin, tmp_path):
+    """prepare records the positions it calibrated for; llama.cpp warns at a context 2x off."""
+    src, dst = tmp_path / "m.gguf", tmp_path / "m.tq.gguf"
+    synth.write(src, synth.Shape(), arch="llama")
+    run_cli("prepare", str(src), "-o", str(dst), "--calibration-positions", "512", "--calibration-tokens", "128",
+            "-q", env=_env(llama_bin), check=True)
+    assert metadata.read(read_header(dst)).calibration_positions == 512
+    warned = {}
+    for ctx in (128, 512):
+        p = ll.run([llama_bin / "llama-perplexity", "-m", dst, "-f", prepare.CALIBRATION_TEXT, "-c", ctx,
+                    "--chunks", 1, "-fa", "on", "-ctk", "tq3_5", "-ctv", "tq3_5", "-t", 2], timeout=600)
+        assert p.returncode == 0, p.output[-2000:]
+        warned[ctx] = "calibrated for a context of 512 positions, this one has" in p.output
+    assert warned == {128: True, 512: False}, warned
+
+
 # --- the real models end to end ---------------------------------------------------------------
 
 @pytest.mark.slow

@@ -70,10 +70,11 @@ def test_k_center_round_trips(tmp_path):
     hdr = read_header(src)
     meta = prepare.build_metadata(str(src), hdr, 7, ["tq2_5"])
     meta.k_center = np.arange(2 * 2 * 64, dtype=np.float32).reshape(2, 2, 64) / 100
+    meta.calibration_positions = 4096
     out = tmp_path / "c.gguf"
     prepare.write_atomic(str(src), str(out), prepare.with_metadata(hdr, meta), hdr, lambda n: None)
     back = metadata.read(read_header(out))
-    assert np.array_equal(back.k_center, meta.k_center)
+    assert np.array_equal(back.k_center, meta.k_center) and back.calibration_positions == 4096
 
 
 def test_preconditioners_round_trip(tmp_path):

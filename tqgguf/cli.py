@@ -250,6 +250,7 @@ def inspect(model, as_json, show_outliers):
         "bits_per_value": cost,
         "k_center": meta.k_center is not None,
         "preconditioners": sorted(meta.precond),
+        "calibration_positions": meta.calibration_positions,
         "transforms_mib": round(side / 2**20, 3),
         "checksum": f"{hdr.get(metadata.K_CHECKSUM):#018x}",
         # fixed by the block layout (ggml computes the same), so not in the metadata: shown for reference
@@ -269,6 +270,9 @@ def inspect(model, as_json, show_outliers):
     click.echo(f"K centering {'on' if meta.k_center is not None else 'off'}, preconditioners: "
                f"{', '.join(k.upper() for k in sorted(meta.precond)) or 'none'}; the transforms take "
                f"{side / 2**20:.2f} MiB beside each context's cache")
+    if meta.calibration_positions:
+        click.echo(f"calibrated for a context of {meta.calibration_positions} positions "
+                   "(prepare --calibration-positions; llama.cpp warns at a context 2x shorter or longer)")
     for t in meta.types:
         lay = blocks.layout(t)
         click.echo(f"  {t}: {blocks.HI} outlier slots x {lay.hi_bits} bits + {blocks.LO} x {lay.lo_bits} bits "

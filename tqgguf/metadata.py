@@ -31,6 +31,7 @@ K_KV_HEADS = "turboquant.kv_head_count"      # u32: KV heads per layer
 K_OUTLIER_METHOD = "turboquant.outlier_method"  # str: how outlier channels were chosen
 K_CHECKSUM = "turboquant.checksum"          # u64: FNV-1a 64 of every other turboquant.* record (seal)
 K_K_CENTER = "turboquant.k.center"            # [f32] n_layer * n_kv_head * k head_dim, optional: calibrated mean
+K_CAL_POSITIONS = "turboquant.calibration_positions"  # u32, optional: the context the statistics were taken over
                                               # K row (after RoPE) per head; the cache stores T (k - mu)
 
 
@@ -98,6 +99,7 @@ class TQMeta:
     k_center: np.ndarray | None = None     # (n_layer, n_kv_head, k head_dim) or None (docs/ablation.md tables 5, 8)
     # kind -> (P, P^-1), each (n_layer, n_kv_head, d, d); a kind without one is absent
     precond: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    calibration_positions: int | None = None  # positions 0..n-1 the centers/preconditioners saw
 
     def to_kvs(self) -> list[KV]:
         kvs = [
@@ -117,6 +119,8 @@ class TQMeta:
             kvs.append(make_kv(k_head_dim(kind), VT.UINT32, self.head_dim[kind]))
             kvs.append(make_kv(k_layer_seeds(kind), VT.ARRAY, self.layer_seeds[kind], VT.UINT64))
             kvs.append(make_kv(k_outliers(kind), VT.ARRAY, self.outliers[kind].reshape(-1), VT.INT32))
+        if self.calibration_positions is not None:
+            kvs.append(make_kv(K_CAL_POSITIONS, VT.UINT32, self.calibration_positions))
         if self.k_center is not None:
             kvs.append(make_kv(K_K_CENTER, VT.ARRAY, self.k_center.reshape(-1).astype(np.float32), VT.FLOAT32))
         for kind, (p, p_inv) in sorted(self.precond.items()):
@@ -195,6 +199,8 @@ def read(hdr: Header) -> TQMeta:
             raise MetadataError(f"{K_K_CENTER} must be finite and within f16's range (|x| <= {K_CENTER_MAX:g})")
         meta.k_center = c.reshape(n_layer, n_kv, d)
     keys = {kv.key for kv in hdr.kvs}
+    if K_CAL_POSITIONS in keys:
+        meta.calibration_positions = int(_get(hdr, K_CAL_POSITIONS, VT.UINT32))
     for kind in KINDS:
         if (k_precond(kind) in keys) != (k_precond_inv(kind) in keys):
             raise MetadataError(f"{k_precond(kind)} and {k_precond_inv(kind)} come together")

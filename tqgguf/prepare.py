@@ -430,6 +430,8 @@ def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str],
         with progress("choosing outlier channels", shape.n_layer) as update:
             meta = build_metadata(src, hdr, seed, types, update)
         meta.k_center = centers
+        if stats is not None and (center or precondition):
+            meta.calibration_positions = int(stats.positions)
         if stats is not None and precondition:
             with progress("preconditioners", 2) as update:
                 meta.precond = preconditioners(src, hdr, shape, stats, where)

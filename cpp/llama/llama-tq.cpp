@@ -206,6 +206,9 @@ void llama_tq_meta::load(const gguf_context * ctx) {
                 throw std::runtime_error("turboquant." + t + ".bits does not match the " + t + " block layout");
             }
         }
+        if (gguf_find_key(ctx, "turboquant.calibration_positions") >= 0) {
+            calibration_positions = r.u32("turboquant.calibration_positions");
+        }
         if (gguf_find_key(ctx, "turboquant.k.center") >= 0) {
             k_center = r.arr<float>("turboquant.k.center", GGUF_TYPE_FLOAT32, (size_t) n_layer * n_kv_head * head_dim[0]);
             for (const float c : k_center) {

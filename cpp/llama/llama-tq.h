@@ -33,6 +33,9 @@ struct llama_tq_meta {
     // looks (P^-1 comes after the attention). Empty when the model has none.
     std::vector<float> precond[2];
     std::vector<float> precond_inv[2];
+    // optional turboquant.calibration_positions: the context length (positions 0..n-1) those
+    // statistics were taken over; 0 when the model has none
+    uint32_t calibration_positions = 0;
 
     // Read and check the metadata; never throws (problems are kept in `error`).
     void load(const gguf_context * ctx);
