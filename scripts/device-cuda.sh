@@ -71,7 +71,7 @@ t0=$(date +%s)
 # and only the tool the step runs (a step after another links one more)
 case "$step" in
 test|memcheck|perf|ncu) tools=test-backend-ops ;;
-bench|prof) tools=llama-bench ;;
+bench|prof) tools="llama-bench llama-tq-calibrate" ;; # the bench model calibrated: Q's own transform, K's offset
 ppl) tools=llama-perplexity ;;
 esac
 tools=${TQ_BUILD_TARGETS:-$tools} # e.g. "test-backend-ops llama-bench": one build for several steps
