@@ -12,8 +12,16 @@ cd "$root"
 out=${TQGGUF_OUT:-out}
 mkdir -p "$out"
 model=$(.venv/bin/python -c 'from tqgguf import assets; print(assets.default_model())')
-prepared="$out/SmolLM2-135M-Instruct.Q4_1.tq.gguf"
+# calibrated for the context the comparison runs (compare's --ctx, 512 unless given): K's
+# statistics after RoPE hold for the positions they were taken at (docs/calibration.md)
+ctx=512 prev=""
+for a in "$@"; do
+    case "$prev" in --ctx) ctx=$a ;; esac
+    case "$a" in --ctx=*) ctx=${a#--ctx=} ;; esac
+    prev=$a
+done
+prepared="$out/SmolLM2-135M-Instruct.Q4_1.c$ctx.tq.gguf"
 bin=$(bash scripts/build-llama.sh)/bin
-.venv/bin/tqgguf prepare "$model" -o "$prepared" --llama-bin "$bin"
+.venv/bin/tqgguf prepare "$model" -o "$prepared" --llama-bin "$bin" --calibration-positions "$ctx"
 .venv/bin/tqgguf inspect "$prepared"
 .venv/bin/tqgguf compare "$prepared" --llama-bin "$bin" --out "$out/compare" "$@"

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,27 @@ def test_cli_unprepared_model_for_tq_configs(smollm2, tmp_path):
     r = run_cli("compare", str(smollm2), "--configs", "f16,tq2_5", "--llama-bin", str(tmp_path),
                 "--out", str(tmp_path / "o"), "-q")
     assert_one_line_error(r, "no TurboQuant metadata", "tqgguf prepare")
+
+
+def test_cli_notes_a_model_calibrated_for_another_context(fake, tmp_path):
+    from tqgguf import prepare
+    _, src, text = fake
+    model = tmp_path / "m.tq.gguf"
+    hdr = read_header(src)
+    meta = prepare.build_metadata(str(src), hdr, 7, ["tq2_5"])
+    meta.calibration_positions = 4096
+    prepare.write_atomic(str(src), str(model), prepare.with_metadata(hdr, meta), hdr, lambda n: None)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llama-perplexity").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    (bin_dir / "llama-perplexity").chmod(0o755)
+    note = "calibrated for a context of 4096 positions, this comparison runs 512: `tqgguf prepare " \
+           "--calibration-positions 512` fits it"
+    for ctx, configs, noted in ((512, "tq2_5", True), (4096, "tq2_5", False), (512, "q4_0", False)):
+        r = run_cli("compare", str(model), "--text", str(text), "--configs", configs, "--ctx", str(ctx),
+                    "--chunks", "2", "--llama-bin", str(bin_dir), "--out", str(tmp_path / f"o{ctx}{configs}"), "-q")
+        assert r.returncode == 0, r.stderr
+        assert (note in r.stderr) == noted, r.stderr
 
 
 def test_cli_unknown_config(smollm2, tmp_path):

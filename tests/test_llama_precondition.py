@@ -23,15 +23,16 @@ def llama_bin():
 
 @pytest.fixture(scope="module")
 def calibrated(smollm2, tmp_path_factory):
-    """SmolLM2 calibrated on the last 60 KB of the evaluation text: K centered, without and with
-    the preconditioners."""
+    """SmolLM2 calibrated on the last 60 KB of the evaluation text for the tests' contexts (512
+    positions): K centered, without and with the preconditioners."""
     d = tmp_path_factory.mktemp("precond")
     calib = d / "calib.txt"
     calib.write_text(assets.eval_text().read_text()[-60000:])
     out = {}
     for name, flag in (("plain", "--no-precondition"), ("precond", "--precondition")):
         out[name] = d / f"{name}.tq.gguf"
-        run_cli("prepare", str(smollm2), "-o", str(out[name]), "--calibration", str(calib), flag, "-q", check=True)
+        run_cli("prepare", str(smollm2), "-o", str(out[name]), "--calibration", str(calib), flag,
+                "--calibration-positions", "512", "-q", check=True)
     return out
 
 

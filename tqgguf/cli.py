@@ -299,6 +299,18 @@ def require_prepared(model: str, configs: list) -> None:
                         f"run `tqgguf prepare {model}` and use the prepared copy")
 
 
+def note_calibrated_context(model: str, configs: list, ctx: int) -> None:
+    """One line where TQ configurations run at a context 2x shorter or longer than the one the
+    model was calibrated for: their figures then measure the mismatch too (docs/calibration.md)."""
+    hdr = prep.read_model_header(model)
+    if not any(c.uses_tq for c in configs) or not metadata.has_metadata(hdr):
+        return
+    cal = metadata.read(hdr).calibration_positions
+    if cal and (ctx >= 2 * cal or 2 * ctx <= cal):
+        click.echo(f"tqgguf: note: {model} was calibrated for a context of {cal} positions, this comparison "
+                   f"runs {ctx}: `tqgguf prepare --calibration-positions {ctx}` fits it", err=True)
+
+
 @main.command()
 @click.option("--cuda", is_flag=True, help="Build the CUDA backend too.")
 @one_line_errors
@@ -347,10 +359,11 @@ def compare(model, text, out_dir, configs, ctx, chunks, threads, ngl, llama_bin,
             tool = ll.find_bin(calibrate.TOOL, llama_bin)
             prep.prepare_file(str(src), model, prep.DEFAULT_SEED, sorted(blocks.TYPES),
                               calibration=prep.Calibration(text=prep.CALIBRATION_TEXT.read_text(), tool=tool,
-                                                           threads=threads, ngl=ngl))
+                                                           threads=threads, ngl=ngl, positions=ctx))
     require_prepared(model, configs)
     text = Path(text) if text else assets.eval_text()
     binary = ll.find_bin("llama-perplexity", llama_bin)
+    note_calibrated_context(model, configs, ctx)
     s = cmp.Settings(ctx=ctx, chunks=chunks, threads=threads, ngl=ngl)
     out = Path(out_dir)
     with click.progressbar(length=len(configs) + 1, label="llama-perplexity runs", file=sys.stderr, hidden=quiet,
