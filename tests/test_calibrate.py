@@ -103,12 +103,15 @@ def test_prepare_calibrates_the_architecture(arch, prepared_archs, tool, tmp_pat
     meta = metadata.read(read_header(dst))
     assert meta.k_center.shape == (shape.n_layer, shape.n_kv_head, shape.head_dim)
     assert np.isfinite(meta.k_center).all() and np.abs(meta.k_center).max() > 0
-    # prepare's centers are the tool's K means over the packaged text
-    calibrate.run(tool, str(src), prepare.CALIBRATION_TEXT, tmp_path / "s.gguf")
+    # prepare's centers are the tool's K means over the packaged text, replayed over its positions
+    calibrate.run(tool, str(src), prepare.CALIBRATION_TEXT, tmp_path / "s.gguf",
+                  positions=prepare.CALIBRATION_POSITIONS)
     st = calibrate.read(tmp_path / "s.gguf")
     assert np.array_equal(meta.k_center, st.mean["k"])
-    assert (st.k_rows == len(st.tokens)).all()
-    assert (st.q_rows == len(st.tokens) * shape.n_head // shape.n_kv_head).all()
+    n = len(st.tokens)
+    rows = n + (-(-prepare.CALIBRATION_POSITIONS // n) - 1) * (n - 1)  # the replays leave out their first token
+    assert (st.k_rows == rows).all() and meta.calibration_positions == prepare.CALIBRATION_POSITIONS
+    assert (st.q_rows == rows * shape.n_head // shape.n_kv_head).all()
     for kind in calibrate.KINDS:  # covariances: symmetric, non-negative diagonal
         c = st.cov[kind]
         assert np.allclose(c, np.swapaxes(c, -1, -2)) and (np.diagonal(c, axis1=-2, axis2=-1) >= -1e-4).all()
