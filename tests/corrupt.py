@@ -86,6 +86,8 @@ def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
                                 "k.center"),
         "k center beyond f16": (add(metadata.K_K_CENTER, VT.ARRAY, big, VT.FLOAT32), "k.center"),
         "calibration positions wrong type": (add(metadata.K_CAL_POSITIONS, VT.STRING, "4096"), "calibration_positions"),
+        "exact tokens beyond the sink": (add(metadata.K_K_EXACT, VT.UINT32, metadata.K_EXACT_MAX + 1), "exact_tokens"),
+        "exact tokens wrong type": (add(metadata.K_K_EXACT, VT.INT32, 4), "exact_tokens"),
         **precond_cases(n_layer, n_kv, head_dim),
     }
 

@@ -71,10 +71,14 @@ def test_k_center_round_trips(tmp_path):
     meta = prepare.build_metadata(str(src), hdr, 7, ["tq2_5"])
     meta.k_center = np.arange(2 * 2 * 64, dtype=np.float32).reshape(2, 2, 64) / 100
     meta.calibration_positions = 4096
+    meta.k_exact_tokens = 4
     out = tmp_path / "c.gguf"
     prepare.write_atomic(str(src), str(out), prepare.with_metadata(hdr, meta), hdr, lambda n: None)
     back = metadata.read(read_header(out))
     assert np.array_equal(back.k_center, meta.k_center) and back.calibration_positions == 4096
+    assert back.k_exact_tokens == 4
+    meta.k_exact_tokens = 0  # none: no key at all (files without it read as before)
+    assert metadata.K_K_EXACT not in {kv.key for kv in meta.to_kvs()}
 
 
 def test_preconditioners_round_trip(tmp_path):

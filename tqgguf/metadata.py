@@ -32,6 +32,9 @@ K_OUTLIER_METHOD = "turboquant.outlier_method"  # str: how outlier channels were
 K_CHECKSUM = "turboquant.checksum"          # u64: FNV-1a 64 of every other turboquant.* record (seal)
 K_K_CENTER = "turboquant.k.center"            # [f32] n_layer * n_kv_head * k head_dim, optional: calibrated mean
 K_CAL_POSITIONS = "turboquant.calibration_positions"  # u32, optional: the context the statistics were taken over
+K_K_EXACT = "turboquant.k.exact_tokens"       # u32, optional: first cells of each stream whose K the cache also
+                                              # keeps unquantized (the attention sink)
+K_EXACT_MAX = 32                              # more would be a second cache, not a sink (llama-tq.cpp: TQ_K_EXACT_MAX)
                                               # K row (after RoPE) per head; the cache stores T (k - mu)
 
 
@@ -100,6 +103,7 @@ class TQMeta:
     # kind -> (P, P^-1), each (n_layer, n_kv_head, d, d); a kind without one is absent
     precond: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     calibration_positions: int | None = None  # positions 0..n-1 the centers/preconditioners saw
+    k_exact_tokens: int = 0                # first tokens whose K is kept exact (docs/ablation.md, section 10)
 
     def to_kvs(self) -> list[KV]:
         kvs = [
@@ -121,6 +125,8 @@ class TQMeta:
             kvs.append(make_kv(k_outliers(kind), VT.ARRAY, self.outliers[kind].reshape(-1), VT.INT32))
         if self.calibration_positions is not None:
             kvs.append(make_kv(K_CAL_POSITIONS, VT.UINT32, self.calibration_positions))
+        if self.k_exact_tokens:
+            kvs.append(make_kv(K_K_EXACT, VT.UINT32, self.k_exact_tokens))
         if self.k_center is not None:
             kvs.append(make_kv(K_K_CENTER, VT.ARRAY, self.k_center.reshape(-1).astype(np.float32), VT.FLOAT32))
         for kind, (p, p_inv) in sorted(self.precond.items()):
@@ -201,6 +207,10 @@ def read(hdr: Header) -> TQMeta:
     keys = {kv.key for kv in hdr.kvs}
     if K_CAL_POSITIONS in keys:
         meta.calibration_positions = int(_get(hdr, K_CAL_POSITIONS, VT.UINT32))
+    if K_K_EXACT in keys:
+        meta.k_exact_tokens = int(_get(hdr, K_K_EXACT, VT.UINT32))
+        if meta.k_exact_tokens > K_EXACT_MAX:
+            raise MetadataError(f"{K_K_EXACT} is {meta.k_exact_tokens}: at most {K_EXACT_MAX}")
     for kind in KINDS:
         if (k_precond(kind) in keys) != (k_precond_inv(kind) in keys):
             raise MetadataError(f"{k_precond(kind)} and {k_precond_inv(kind)} come together")

@@ -89,3 +89,8 @@ void ggml_cuda_tq_write(ggml_backend_cuda_context & ctx, const ggml_cuda_tq_fuse
 // `fused`, Q is t_in x (if t_in) and the result goes through t_out into fused->out.
 bool ggml_cuda_tq_fattn_applies(int device, const ggml_tensor * dst);
 void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, const ggml_cuda_tq_fused * fused = nullptr);
+
+// Prefill: over K converted to f16 for ggml-cuda's flash attention (fattn-common.cuh), the first
+// cells' exact rows (ggml_tq_flash_attn_set_k_exact), where dst has them; nb1-nb3 are K_f16's strides.
+void ggml_cuda_tq_fattn_k_exact_f16(const ggml_tensor * dst, half * K_f16, size_t nb1, size_t nb2, size_t nb3,
+                                    cudaStream_t stream);

@@ -195,6 +195,11 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
         p.Tq = (const half *) fused->t_in->data;
         p.qraw = (const float *) fused->x->data;
     }
+    if (const ggml_tensor * E = ggml_tq_flash_attn_k_exact(dst)) {
+        p.k_exact = (const char *) E->data;
+        p.n_exact = (int) E->ne[1]; p.e_ne3 = (int) E->ne[3];
+        p.nbe1 = E->nb[1]; p.nbe2 = E->nb[2]; p.nbe3 = E->nb[3];
+    }
     const half * To = fused && fused->t_out ? (const half *) fused->t_out->data : nullptr;
     float * out = (float *) (fused ? fused->out->data : dst->data);
 
@@ -215,4 +220,31 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
         default:  GGML_ABORT("TQ flash attention: head size %d", (int) D);
     }
     CUDA_CHECK(cudaGetLastError());
+}
+
+// Prefill's flash attention (ggml-cuda's own kernels) reads K converted to f16: the first cells
+// get their exact rows there, as the decode kernel scores them.
+static __global__ void k_tq_k_exact_f16(const char * E, int64_t nbe1, int64_t nbe2, int64_t nbe3, half * K,
+                                        int64_t nb1, int64_t nb2, int64_t nb3, int D, int n_exact, int n_head) {
+    const int row = blockIdx.x, c = row % n_exact, h = (row / n_exact) % n_head, s = row / (n_exact * n_head);
+    const float * e = (const float *) (E + s * nbe3 + h * nbe2 + c * nbe1);
+    half * k = (half *) ((char *) K + s * nb3 + h * nb2 + c * nb1);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        k[d] = __float2half(e[d]);
+    }
+}
+
+void ggml_cuda_tq_fattn_k_exact_f16(const ggml_tensor * dst, half * K_f16, size_t nb1, size_t nb2, size_t nb3,
+                                    cudaStream_t stream) {
+    const ggml_tensor * E = ggml_tq_flash_attn_k_exact(dst);
+    if (!E) {
+        return;
+    }
+    const int n_exact = (int) std::min<int64_t>(E->ne[1], dst->src[1]->ne[1]);
+    const int rows = n_exact * (int) E->ne[2] * (int) E->ne[3];
+    if (rows > 0) {
+        k_tq_k_exact_f16<<<rows, 64, 0, stream>>>((const char *) E->data, E->nb[1], E->nb[2], E->nb[3], K_f16,
+                                                   nb1, nb2, nb3, (int) E->ne[0], n_exact, (int) E->ne[2]);
+        CUDA_CHECK(cudaGetLastError());
+    }
 }

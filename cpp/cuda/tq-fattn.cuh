@@ -30,6 +30,7 @@
 
 #include "tq-cuda.cuh"
 #include "tq-device.cuh"
+#include "ggml-tq.h"
 #include "mma.cuh"
 
 static constexpr int TQ_FA_THREADS = 128;
@@ -50,6 +51,10 @@ struct tq_fa_params {
     tq_lut lut_k, lut_v;
     const half * Tq;    // fused Q transform [n_head_kv][D][D] (row i: output i, f16), or null
     const float * qraw; // with Tq: the untransformed Q of the one token, [n_head][D]
+    // the first cells' exact K rows (ggml_tq_flash_attn_set_k_exact), f32, scored instead of
+    // theirs; null when none
+    const char * k_exact; int n_exact, e_ne3;
+    int64_t nbe1, nbe2, nbe3;
 };
 
 // Launches the decode kernel over as many splits of the KV length as fill the GPU once
@@ -488,6 +493,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     __shared__ tq_tables<TK, D> tab_k; // pair tables (tq_pair_tables)
     __shared__ tq_tables<TV, D> tab_v;
     __shared__ float Mw[TQ_FA_WARPS][NC], Lw[TQ_FA_WARPS][NC];
+    __shared__ float Se[GGML_TQ_K_EXACT_MAX][NC]; // the exact cells' scores (p.k_exact), scaled
     // each warp's partial outputs (Ow), dimension d of row c at tq_ow_swap(d), written at the end.
     // Before that the memory first stages Q: the fused path's raw q (Qr), then Q transposed (Qt),
     // for the fragments. With STAGE it holds two tile buffers per warp (a tile's K rows, then its
@@ -563,6 +569,21 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
         }
     }
     __syncthreads();
+
+    // the exact cells' scores from Q as it stands (Qt; the loop's tiles reuse its memory)
+    const int n_exact = p.k_exact ? min(p.n_exact, kv1) : 0;
+    if (kv0 < n_exact) {
+        const char * E = p.k_exact + (seq % p.e_ne3) * p.nbe3 + hkv * p.nbe2;
+        for (int i = tid; i < (n_exact - kv0) * NC; i += TQ_FA_THREADS) {
+            const int k = kv0 + i / NC, c = i % NC;
+            const float * e = (const float *) (E + k * p.nbe1);
+            float s = 0.0f;
+            for (int d = 0; d < D; ++d) {
+                s = fmaf(Qt[d * NC + c], e[d], s);
+            }
+            Se[k][c] = s * p.scale;
+        }
+    }
 
     // Q's fragments (Qf), the slices shared among the warps
 #pragma unroll
@@ -658,6 +679,17 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
                         const uint2 q = Qf[4 * b + s][lane];
                         tq_mma_full(S[h], x0[2 * s], x1[2 * s], x0[2 * s + 1], x1[2 * s + 1], q.x, q.y);
                     }
+                }
+            }
+        }
+
+        if (t0 < n_exact) { // (whole warps: t0 is the warp's)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) {
+                    const int k = t0 + 16 * h + g + 8 * (r / 2);
+                    S[h][r] = k < n_exact ? Se[k][2 * t + r % 2] : S[h][r];
                 }
             }
         }

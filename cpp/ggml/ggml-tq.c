@@ -109,3 +109,23 @@ size_t quantize_tq3_5(const float * src, void * dst, int64_t nrows, int64_t n_pe
     (void) imatrix;
     return tq_quantize_rows(GGML_TYPE_TQ3_5, src, dst, nrows, n_per_row);
 }
+
+// The exact rows ride in a source slot that upstream's flash attention does not use (0-4 are
+// Q, K, V, mask, sinks), so the graph allocator and scheduler treat them as any other input.
+#define GGML_TQ_K_EXACT_SRC 5
+
+void ggml_tq_flash_attn_set_k_exact(struct ggml_tensor * a, struct ggml_tensor * k_exact) {
+    GGML_ASSERT(a->op == GGML_OP_FLASH_ATTN_EXT);
+    if (k_exact) {
+        const struct ggml_tensor * k = a->src[1];
+        GGML_ASSERT(ggml_tq_is_tq(k->type));
+        GGML_ASSERT(k_exact->type == GGML_TYPE_F32);
+        GGML_ASSERT(k_exact->ne[0] == k->ne[0] && k_exact->ne[2] == k->ne[2] && k_exact->ne[3] == k->ne[3]);
+        GGML_ASSERT(k_exact->nb[0] == sizeof(float) && k_exact->ne[1] <= GGML_TQ_K_EXACT_MAX);
+    }
+    a->src[GGML_TQ_K_EXACT_SRC] = k_exact;
+}
+
+const struct ggml_tensor * ggml_tq_flash_attn_k_exact(const struct ggml_tensor * a) {
+    return a->op == GGML_OP_FLASH_ATTN_EXT ? a->src[GGML_TQ_K_EXACT_SRC] : NULL;
+}

@@ -36,6 +36,9 @@ struct llama_tq_meta {
     // optional turboquant.calibration_positions: the context length (positions 0..n-1) those
     // statistics were taken over; 0 when the model has none
     uint32_t calibration_positions = 0;
+    // optional turboquant.k.exact_tokens: the first cells of each stream (a sequence's first
+    // tokens, the attention sink) whose K the cache also keeps unquantized; 0 when none
+    uint32_t k_exact_tokens = 0;
 
     // Read and check the metadata; never throws (problems are kept in `error`).
     void load(const gguf_context * ctx);
