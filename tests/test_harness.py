@@ -52,6 +52,11 @@ def test_side_buffers_a_later_patch_logs_are_counted():
            "llama_kv_cache: size =    2.00 MiB (   512 cells,   2 layers,  1/1 seqs), K (q4_0):    1.00 MiB, V (q4_0):    1.00 MiB\n")
     r = logparse.parse_kv_cache(log)
     assert r["kv_side"] == [{"name": "recent tokens (f16)", "mib": 0.125, "mib_pm": 0.0005}]
+    # the exact K rows of the first cells (turboquant.k.exact_tokens), as the patched cache logs them
+    exact = "llama_kv_cache: TurboQuant exact K rows =    0.0879 MiB (the first 4 cells of each stream)\n"
+    r = logparse.parse_kv_cache(log.replace("llama_kv_cache: size", exact + "llama_kv_cache: size"))
+    assert r["kv_side"][-1] == {"name": "TurboQuant exact K rows", "mib": 0.0879, "mib_pm": 0.00005}
+    assert r["side_mib"] == pytest.approx(0.125 + 0.0879)
 
 
 def _smollm2_shaped(path: Path) -> Path:

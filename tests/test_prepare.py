@@ -61,8 +61,23 @@ def test_inspect_shows_the_keys(prepared_smollm2):
     assert "30 layers x 3 KV heads, head size K 64, V 64" in r.stdout
     assert "tq2_5" in r.stdout and "2.750 bits/value" in r.stdout and "3.750 bits/value" in r.stdout
     assert "codebook d48.b2 (built in)" in r.stdout and re.search(r"checksum 0x[0-9a-f]{16}", r.stdout)
+    assert f"first {prepare.K_EXACT_TOKENS} token(s) is kept unquantized" in r.stdout
     js = run_cli("inspect", "--json", str(prepared_smollm2), check=True)
-    assert '"outliers"' in js.stdout
+    assert '"outliers"' in js.stdout and f'"k_exact_tokens": {prepare.K_EXACT_TOKENS}' in js.stdout
+
+
+@pytest.mark.parametrize("n", [0, 1, 32])
+def test_exact_tokens_is_written_as_asked(tiny_model, tmp_path, n):
+    out = tmp_path / "o.gguf"
+    run_cli("prepare", str(tiny_model), "-o", str(out), "--exact-tokens", str(n), "--no-center-k",
+            "--no-precondition", "-q", check=True)
+    assert metadata.read(read_header(out)).k_exact_tokens == n
+
+
+def test_exact_tokens_beyond_the_sink_are_refused(tiny_model, tmp_path):
+    r = run_cli("prepare", str(tiny_model), "-o", str(tmp_path / "o.gguf"), "--exact-tokens", "33", "-q")
+    assert r.returncode != 0 and "exact-tokens" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.gguf").exists()
 
 
 def test_in_place_and_default_output(tiny_model):

@@ -112,6 +112,9 @@ def temp_files_removed_on_signals(what: str):
               show_default=True, help="Replay the calibration tokens at later start positions so that the statistics "
                                       "span this many positions (K is stored after RoPE: calibrate for the context "
                                       "you run; 0: the tokens once, from position 0).")
+@click.option("--exact-tokens", type=click.IntRange(0, metadata.K_EXACT_MAX), default=prep.K_EXACT_TOKENS,
+              show_default=True, help="Keep the K of each sequence's first tokens (the attention sink) unquantized "
+                                      "beside the TQ cache (turboquant.k.exact_tokens; 0: none). docs/ablation.md.")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Take the K centers from a statistics file made elsewhere (`tqgguf calibrate` or "
                    "llama-tq-calibrate, e.g. on a GPU machine) instead of running the model here.")
@@ -125,7 +128,7 @@ def temp_files_removed_on_signals(what: str):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
 def prepare(model, output, in_place, seed, types_text, center_k, precondition, calibration, calibration_tokens,
-            calibration_positions, stats_file, llama_bin, threads, ngl, quiet):
+            calibration_positions, exact_tokens, stats_file, llama_bin, threads, ngl, quiet):
     """Write a copy of MODEL with the TurboQuant metadata the patched llama.cpp needs.
 
     Tensors and all other keys are copied byte for byte; existing turboquant.* keys
@@ -185,7 +188,8 @@ def prepare(model, output, in_place, seed, types_text, center_k, precondition, c
             cal = prep.Calibration(text=text, tool=tool, n_tokens=calibration_tokens, threads=threads, ngl=ngl,
                                    positions=calibration_positions)
         try:
-            prep.prepare_file(model, out, seed, types, bar, calibration=cal, center=center_k, precondition=precondition)
+            prep.prepare_file(model, out, seed, types, bar, calibration=cal, center=center_k, precondition=precondition,
+                              exact_tokens=exact_tokens)
         except prep.CalibrationError as e:
             raise UserError(f"--stats: {e}" if stats_file else f"--calibration: {e}" if calibration else str(e)) from None
     if calibrated and cal is None:  # after the work: a refusal stays the only line
@@ -251,6 +255,7 @@ def inspect(model, as_json, show_outliers):
         "k_center": meta.k_center is not None,
         "preconditioners": sorted(meta.precond),
         "calibration_positions": meta.calibration_positions,
+        "k_exact_tokens": meta.k_exact_tokens,
         "transforms_mib": round(side / 2**20, 3),
         "checksum": f"{hdr.get(metadata.K_CHECKSUM):#018x}",
         # fixed by the block layout (ggml computes the same), so not in the metadata: shown for reference
@@ -273,6 +278,8 @@ def inspect(model, as_json, show_outliers):
     if meta.calibration_positions:
         click.echo(f"calibrated for a context of {meta.calibration_positions} positions "
                    "(prepare --calibration-positions; llama.cpp warns at a context 2x shorter or longer)")
+    if meta.k_exact_tokens:
+        click.echo(f"the K of each sequence's first {meta.k_exact_tokens} token(s) is kept unquantized beside the cache")
     for t in meta.types:
         lay = blocks.layout(t)
         click.echo(f"  {t}: {blocks.HI} outlier slots x {lay.hi_bits} bits + {blocks.LO} x {lay.lo_bits} bits "

@@ -344,6 +344,10 @@ MIN_CENTER_TOKENS = 16
 # calibration replays its tokens at later start positions so that they span those of a context
 # this long (llama-tq-calibrate -p; docs/ablation.md, "Calibration positions").
 CALIBRATION_POSITIONS = 4096
+# The attention sink: a sequence's first tokens take a large share of most rows' attention, so
+# their K's rounding moves the most probability; llama.cpp keeps these cells' K unquantized too
+# (docs/ablation.md, section 10).
+K_EXACT_TOKENS = 4
 
 
 class CalibrationError(PrepareError):
@@ -399,7 +403,8 @@ def _run_tool(src: str, cal: Calibration) -> "calibrate.Stats":
 
 
 def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str], progress=_no_progress,
-                 calibration: Calibration | None = None, center: bool = True, precondition: bool = True) -> None:
+                 calibration: Calibration | None = None, center: bool = True, precondition: bool = True,
+                 exact_tokens: int = K_EXACT_TOKENS) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
     ``dst``: a path, or a TempOutput the caller opened (and so checked) already; a path is
@@ -407,7 +412,7 @@ def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str],
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
     ``calibration``: where the statistics come from: with ``center`` the K centers
     (turboquant.k.center), with ``precondition`` the K and V preconditioners (precondition.py);
-    None: neither.
+    None: neither. ``exact_tokens``: turboquant.k.exact_tokens (0: none).
     Where it cannot give them, CalibrationError (one line).
     """
     hdr = read_model_header(src)
@@ -430,6 +435,7 @@ def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str],
         with progress("choosing outlier channels", shape.n_layer) as update:
             meta = build_metadata(src, hdr, seed, types, update)
         meta.k_center = centers
+        meta.k_exact_tokens = exact_tokens
         if stats is not None and (center or precondition):
             meta.calibration_positions = int(stats.positions)
         if stats is not None and precondition:
