@@ -68,10 +68,17 @@ def test_kld_orders_q8_0_tq3_5_tq2_5(llama_bin, prepared_smollm2, text, tmp_path
     # honest memory: the log's K/V MiB follow the block sizes (2.75 and 3.75 bits against q8_0's 8.5)
     assert recs["tq2_5"]["k_mib"] == pytest.approx(recs["q8_0"]["k_mib"] * 2.75 / 8.5, rel=1e-3)
     assert recs["tq3_5"]["v_mib"] == pytest.approx(recs["q8_0"]["v_mib"] * 3.75 / 8.5, rel=1e-3)
-    # and what TQ keeps beside them, the transforms, is what `tqgguf inspect` says it costs
-    shown = json.loads(run_cli("inspect", str(prepared_smollm2), "--json", check=True).stdout)["transforms_mib"]
+    # and what TQ keeps beside them: the transforms, what `tqgguf inspect` says they cost, and the
+    # exact K rows of each stream's first cells (f32, SmolLM2's 30 layers x 3 KV heads of 64)
+    info = json.loads(run_cli("inspect", str(prepared_smollm2), "--json", check=True).stdout)
     for t in ("tq3_5", "tq2_5"):
-        assert recs[t]["side_mib"] == pytest.approx(shown, abs=recs[t]["kv_side"][0]["mib_pm"] + 1e-3), recs[t]["kv_side"]
+        side = {b["name"]: b for b in recs[t]["kv_side"]}
+        transforms, exact = side["TurboQuant transforms"], side["TurboQuant exact K rows"]
+        assert transforms["mib"] == pytest.approx(info["transforms_mib"], abs=transforms["mib_pm"] + 1e-3), side
+        streams = recs[t]["kv_caches"][0]["streams"]
+        assert exact["mib"] == pytest.approx(info["k_exact_tokens"] * streams * 30 * 3 * 64 * 4 / 2**20,
+                                             abs=exact["mib_pm"]), side
+        assert recs[t]["side_mib"] == pytest.approx(transforms["mib"] + exact["mib"])
     assert recs["q8_0"]["side_mib"] == 0
 
 
