@@ -8,6 +8,8 @@
 extern "C" {
 #endif
 
+struct ggml_tensor; // (ggml.h defines it; the kernel check's stub ggml.h does not)
+
 #define GGML_TQ_BLOCK 64 // values per block
 #define GGML_TQ_HI    16 // outlier-group slots per block; the other 48 are the rest group
 #define GGML_TQ_K_EXACT_MAX 32 // cells with exact K rows at most (ggml_tq_flash_attn_set_k_exact)
