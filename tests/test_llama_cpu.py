@@ -20,7 +20,7 @@ import pytest
 import corrupt
 from conftest import run_cli
 from tqgguf import assets
-from tqgguf.harness import compare as cmp, llama as ll, synth
+from tqgguf.harness import compare as cmp, llama as ll, logparse, synth
 
 pytestmark = pytest.mark.llama
 
@@ -115,9 +115,9 @@ def test_k_centering_lowers_the_kld_of_tq2_5(llama_bin, prepared_smollm2, center
 
 def _kld(r) -> float:
     _no_crash(r)
-    m = re.search(r"Mean +KLD: +([-+\d.e]+)", r.stdout + r.stderr)
-    assert r.returncode == 0 and m, (r.stdout + r.stderr)[-3000:]
-    return float(m.group(1))
+    parsed = logparse.parse_perplexity(r.stdout + r.stderr)
+    assert r.returncode == 0 and "kld_mean" in parsed, (r.stdout + r.stderr)[-3000:]
+    return parsed["kld_mean"]
 
 
 def test_exact_first_tokens_make_a_short_context_exact(llama_bin, smollm2, text, tmp_path):

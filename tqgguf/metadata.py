@@ -34,7 +34,7 @@ K_K_CENTER = "turboquant.k.center"            # [f32] n_layer * n_kv_head * k he
 K_CAL_POSITIONS = "turboquant.calibration_positions"  # u32, optional: the context the statistics were taken over
 K_K_EXACT = "turboquant.k.exact_tokens"       # u32, optional: first cells of each stream whose K the cache also
                                               # keeps unquantized (the attention sink)
-K_EXACT_MAX = 32                              # more would be a second cache, not a sink (llama-tq.cpp: TQ_K_EXACT_MAX)
+K_EXACT_MAX = 32                              # more would be a second cache, not a sink (ggml-tq.h: GGML_TQ_K_EXACT_MAX)
                                               # K row (after RoPE) per head; the cache stores T (k - mu)
 
 

@@ -18,8 +18,6 @@ static const uint32_t TQ_FORMAT_VERSION = 3;
 static const uint32_t TQ_FORMAT_VERSION_MIN = 2;
 // A K center beyond f16's range cannot be the mean of keys that an f16 cache could hold.
 static const float TQ_K_CENTER_MAX = 65504.0f;
-// turboquant.k.exact_tokens: more would be a second cache, not a sink (metadata.py: K_EXACT_MAX)
-static const uint32_t TQ_K_EXACT_MAX = GGML_TQ_K_EXACT_MAX;
 // A preconditioner entry beyond this, or a P P^-1 further than this from the identity, is corrupt
 // (prepare's are well conditioned and computed in double).
 static const float  TQ_PRECOND_MAX = 1.0e4f;
@@ -213,8 +211,9 @@ void llama_tq_meta::load(const gguf_context * ctx) {
         }
         if (gguf_find_key(ctx, "turboquant.k.exact_tokens") >= 0) {
             k_exact_tokens = r.u32("turboquant.k.exact_tokens");
-            if (k_exact_tokens > TQ_K_EXACT_MAX) {
-                throw std::runtime_error("turboquant.k.exact_tokens must be at most " + std::to_string(TQ_K_EXACT_MAX));
+            // more would be a second cache, not a sink (metadata.py: K_EXACT_MAX)
+            if (k_exact_tokens > GGML_TQ_K_EXACT_MAX) {
+                throw std::runtime_error("turboquant.k.exact_tokens must be at most " + std::to_string(GGML_TQ_K_EXACT_MAX));
             }
         }
         if (gguf_find_key(ctx, "turboquant.k.center") >= 0) {
