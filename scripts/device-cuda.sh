@@ -13,8 +13,9 @@
 #   scripts/device-cuda.sh prof     every kernel's own time in a decode token and a 512-token ubatch, f16 vs TQ
 #
 # Settings: TQ_PERF_QUICK=1 (perf: head 128 at decode, 16K and 64K only), TQ_PROF_DEPTH=N and
-# TQ_PROF_CONFIGS="f16:1 tq2_5:1" (prof: decode at depth N; cache:fusion pairs, fusion 0 running
-# with upstream's GGML_CUDA_DISABLE_FUSION=1), CUDA_ARCHS (build-llama.sh: default the card's;
+# TQ_PROF_CONFIGS="f16:1 tq2_5:1" (prof: decode at depth N; cache:fusion[:exact tokens], fusion 0
+# running with upstream's GGML_CUDA_DISABLE_FUSION=1), TQ_PROF_PP_DEPTH=N (prof: the 512-token
+# ubatch at depth N), CUDA_ARCHS (build-llama.sh: default the card's;
 # CUDA_ARCHS=80-virtual builds PTX only, which the driver compiles: the kernels Ampere cards run),
 # TQ_NCU_KV=N (ncu's KV length), TQ_BUILD_TARGETS="test-backend-ops llama-bench" (build the
 # tools of several steps at once; by default a step builds the one it runs).
@@ -83,23 +84,31 @@ export PYTHONPATH="$root:$src/gguf-py${PYTHONPATH:+:$PYTHONPATH}"
 
 # A random-weight model with Llama-3-8B's layer shape and N layers, prepared (made once per
 # machine); prints the prepared file. K centers from 128 tokens: the weights are random, this
-# only puts the centering's add in the graph.
+# only puts the centering's add in the graph. A second argument X prepares the same weights
+# with --exact-tokens X instead of prepare's default (another file).
 llama3_shape() {
-    local model=/tmp/llama3-8b-shape-$1l.gguf
+    local model=/tmp/llama3-8b-shape-$1l.gguf prepared=/tmp/llama3-8b-shape-$1l.gguf.tq exact=()
+    if [ -n "${2:-}" ]; then
+        prepared=/tmp/llama3-8b-shape-$1l.gguf.x$2.tq
+        exact=(--exact-tokens "$2")
+    fi
     exec 8>"$model.lock" # one maker at a time: concurrent steps wait and take its file
     command -v flock > /dev/null && flock 8
-    if [ ! -f "$model.tq" ]; then
+    if [ ! -f "$model" ]; then
         python3 -c "
 from tqgguf.harness import synth
-synth.write('$model', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
-                                  n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))" >&2 || exit 1
+synth.write('$model.part', synth.Shape(n_layer=$1, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, n_ff=14336,
+                                       n_vocab=128256, n_ctx_train=131072, weight_type='Q4_0'))" >&2 || exit 1
+        mv "$model.part" "$model"
+    fi
+    if [ ! -f "$prepared" ]; then
         # K centers by llama-tq-calibrate on the GPU where this build has it (else data-free, one line)
         local cal=()
         [ -x "$bin/llama-tq-calibrate" ] && cal=(--llama-bin "$bin" --ngl 99)
-        python3 -m tqgguf.cli prepare "$model" -o "$model.tq" --calibration-tokens 128 "${cal[@]}" -q >&2 || exit 1
+        python3 -m tqgguf.cli prepare "$model" -o "$prepared" --calibration-tokens 128 "${cal[@]}" "${exact[@]}" -q >&2 || exit 1
     fi
     command -v flock > /dev/null && flock -u 8
-    echo "$model.tq"
+    echo "$prepared"
 }
 
 # test-backend-ops' TQ transform and chain cases (tq-transform.cu, test_tq_attn_chain,
@@ -217,21 +226,26 @@ prof)
     # the same model without the profiler, whose time per token less the kernels' is what the
     # launches and the gaps between kernels cost
     command -v ncu > /dev/null || { echo "no ncu on this machine"; exit 0; }
-    model=$(llama3_shape 4)
     export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
     nc=(ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function)
-    lb=("$bin/llama-bench" -m "$model" -ngl 99 -fa 1)
     # TQ_PROF_DEPTH=16384: the decode tokens at that depth (its prefill is profiled too, then
-    # dropped); TQ_PROF_CONFIGS: cache:fusion pairs (fusion 0: GGML_CUDA_DISABLE_FUSION=1)
+    # dropped); TQ_PROF_CONFIGS: cache:fusion[:exact] (fusion 0: GGML_CUDA_DISABLE_FUSION=1;
+    # exact: the model prepared with --exact-tokens exact, else with prepare's default)
     depth=${TQ_PROF_DEPTH:-0}
     for cfg in ${TQ_PROF_CONFIGS:-f16:1 tq2_5:0 tq2_5:1}; do
-        t=${cfg%:*} fuse=${cfg#*:} name=${cfg%:*}-fuse${cfg#*:}
+        IFS=: read -r t fuse exact <<< "$cfg"
+        name=$t-fuse$fuse${exact:+-x$exact}
+        model=$(llama3_shape 4 "$exact")
+        lb=("$bin/llama-bench" -m "$model" -ngl 99 -fa 1)
         export GGML_CUDA_DISABLE_FUSION=$(( 1 - fuse ))
         # (the prefill to the depth in 4096-token ubatches: fewer kernels under the profiler)
         "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 0 -n 3 -d "$depth" -b 4096 -ub 4096 -r 1 > "$out/prof-tg-$name.csv" 2>&1 || true
         kinds=tg
         if [ "$depth" = 0 ]; then
-            "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 512 -n 0 -r 1 > "$out/prof-pp-$name.csv" 2>&1 || true
+            # TQ_PROF_PP_DEPTH=512: the 512-token ubatch after one that filled the first cells
+            # (with exact K rows: a ubatch that writes none; its kernels and the fill's both count)
+            "${nc[@]}" "${lb[@]}" -ctk $t -ctv $t -p 512 -n 0 -d "${TQ_PROF_PP_DEPTH:-0}" -ub 512 -r 1 --no-warmup \
+                > "$out/prof-pp-$name.csv" 2>&1 || true
             kinds="tg pp"
         fi
         for k in $kinds; do
