@@ -59,7 +59,7 @@ def reconstruct(how, kind: str, rows: np.ndarray, il: int, h: int, ctx: ab.Conte
     return ab.roundtrip(how, kind, rows, il, h, ctx, mu=mu)
 
 
-def _attention_window(q, k, kh, v, vh, window: int) -> np.ndarray:
+def attention_window(q, k, kh, v, vh, window: int) -> np.ndarray:
     """Causal attention where the ``window`` most recent keys/values of each query are exact."""
     T, n_head, d = q.shape
     r = n_head // k.shape[1]
@@ -84,7 +84,7 @@ def attend_with(cache: Cache, ctx: ab.Context):
         kh = np.stack([reconstruct(cache.k, "k", k[:, h], il, h, ctx, mu(h)) for h in range(k.shape[1])], 1)
         vh = np.stack([reconstruct(cache.v, "v", v[:, h], il, h, ctx, None) for h in range(v.shape[1])], 1)
         if cache.window:
-            return _attention_window(q, k, kh, v, vh, cache.window)
+            return attention_window(q, k, kh, v, vh, cache.window)
         return attention(q, kh, vh, causal_mask(q.shape[0]))
     return attend
 

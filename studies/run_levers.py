@@ -10,8 +10,9 @@ BASE.kld is a llama-perplexity --kl-divergence-base file of the same model: its 
 model's own tokens (studies/kvsim.py). Each configuration stores K and V the way a TQ cache would
 (the C core's exact blocks), optionally through a preconditioner P per head (tqgguf/precondition.py
 at strength alpha; statistics from 1024 tokens of prepare's packaged calibration text, numpy pass),
-optionally keeping the first `sink` tokens' K (and V) exact; the table gives the mean KL divergence
-against exact K/V over the second half of each chunk.
+optionally keeping the first `sink` tokens' K (and V) exact and, for each query, the `window` most
+recent tokens' K (and V) exact (a recent window, as KIVI and the TurboQuant paper's code keep one);
+the table gives the mean KL divergence against exact K/V over the second half of each chunk.
 """
 import argparse
 import os
@@ -48,6 +49,8 @@ class Config:
     v: Side
     sink: int = 0          # the first tokens stay exact...
     sink_side: str = "kv"  # ...on these sides
+    window: int = 0        # each query's most recent tokens stay exact...
+    window_side: str = "kv"  # ...on these sides
 
     def bits(self) -> float:
         b = {"tq2_5": 2.75, "tq3_5": 3.75, "q4_0": 4.5, None: 16.0}
@@ -55,13 +58,15 @@ class Config:
 
 
 def parse(spec: str) -> Config:
-    """NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES]], K centered whenever it is a TQ type."""
+    """NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES]]]], K centered whenever it is a TQ type."""
     name, rest = spec.split("=")
     f = rest.split(":")
     kt, ka, vt, va = f[0], float(f[1]), f[2], float(f[3])
     sink = int(f[4]) if len(f) > 4 else 0
     sides = f[5] if len(f) > 5 else "kv"
-    return Config(name, Side(kt, ka, kt.startswith("tq")), Side(vt, va), sink, sides)
+    window = int(f[6]) if len(f) > 6 else 0
+    window_sides = f[7] if len(f) > 7 else "kv"
+    return Config(name, Side(kt, ka, kt.startswith("tq")), Side(vt, va), sink, sides, window, window_sides)
 
 
 DEFAULT = ";".join([
@@ -158,6 +163,10 @@ class Study:
             if c.sink:
                 kh[:c.sink] = k[:c.sink] if "k" in c.sink_side else kh[:c.sink]
                 vh[:c.sink] = v[:c.sink] if "v" in c.sink_side else vh[:c.sink]
+            if c.window:
+                kx = k if "k" in c.window_side else kh
+                vx = v if "v" in c.window_side else vh
+                return kvsim.attention_window(q, kx, kh, vx, vh, c.window)
             return capture.attention(q, kh, vh, capture.causal_mask(T))
         return attend
 
@@ -167,7 +176,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("base")
     ap.add_argument("--chunks", type=int, default=1)
-    ap.add_argument("--configs", default=DEFAULT, help="NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES]];...")
+    ap.add_argument("--configs", default=DEFAULT, help="NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES]]]];...")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     t0 = time.time()

@@ -22,8 +22,8 @@ def test_window_attention_is_exact_inside_and_quantized_outside():
     k, v = k[:, :2], v[:, :2]
     kh, vh = k + rng.normal(size=k.shape), v + rng.normal(size=v.shape)
     mask = capture.causal_mask(T)
-    assert np.allclose(kvsim._attention_window(q, k, kh, v, vh, T), capture.attention(q, k, v, mask))
-    w = kvsim._attention_window(q, k, kh, v, vh, 1)  # only the token itself is exact
+    assert np.allclose(kvsim.attention_window(q, k, kh, v, vh, T), capture.attention(q, k, v, mask))
+    w = kvsim.attention_window(q, k, kh, v, vh, 1)  # only the token itself is exact
     assert np.allclose(w[0], capture.attention(q, k, v, mask)[0])
     assert not np.allclose(w[1:], capture.attention(q, k, v, mask)[1:])
     assert not np.allclose(w[1:], capture.attention(q, kh, vh, mask)[1:])
