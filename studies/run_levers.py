@@ -84,6 +84,22 @@ DEFAULT = ";".join([
     "K tq3_5, V tq2_5, both preconditioned=tq3_5:0.5:tq2_5:0.5",
 ])
 
+# A recent window on top of the defaults (preconditioned, K centered, the first 4 tokens' K exact)
+WINDOW = ";".join([
+    "q4_0 (rotated)=q4_0:0:q4_0:0",
+    "tq3_5 (the default)=tq3_5:0.5:tq3_5:0.5:4:k",
+    "tq3_5, last 128 tokens' K and V exact=tq3_5:0.5:tq3_5:0.5:4:k:128:kv",
+    "tq2_5 (the default)=tq2_5:0.5:tq2_5:0.5:4:k",
+    "tq2_5, last 128 tokens' K and V exact=tq2_5:0.5:tq2_5:0.5:4:k:128:kv",
+    "tq2_5, last 128 tokens' K exact=tq2_5:0.5:tq2_5:0.5:4:k:128:k",
+    "tq2_5, last 32 tokens' K and V exact=tq2_5:0.5:tq2_5:0.5:4:k:32:kv",
+    "tq2_5, last 8 tokens' K and V exact=tq2_5:0.5:tq2_5:0.5:4:k:8:kv",
+    "tq2_5, last 16 tokens' K and V exact=tq2_5:0.5:tq2_5:0.5:4:k:16:kv",
+    "tq2_5, last 64 tokens' K and V exact=tq2_5:0.5:tq2_5:0.5:4:k:64:kv",
+    "K tq3_5, V tq2_5=tq3_5:0.5:tq2_5:0.5:4:k",
+    "K tq3_5, V tq2_5, last 32 tokens' K and V exact=tq3_5:0.5:tq2_5:0.5:4:k:32:kv",
+])
+PRESETS = {"levers": DEFAULT, "window": WINDOW}
 
 class Study:
     def __init__(self, model: str):
@@ -176,12 +192,13 @@ def main():
     ap.add_argument("model")
     ap.add_argument("base")
     ap.add_argument("--chunks", type=int, default=1)
-    ap.add_argument("--configs", default=DEFAULT, help="NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES]]]];...")
+    ap.add_argument("--configs", default="levers",
+                    help=f"NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES]]]];... or a preset: {', '.join(PRESETS)}")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     t0 = time.time()
     study = Study(a.model)
-    configs = [parse(s) for s in a.configs.split(";") if s]
+    configs = [parse(s) for s in PRESETS.get(a.configs, a.configs).split(";") if s]
     chunks = kvsim.chunks_from_kld_base(a.base, a.chunks)
     kl = {c.name: [] for c in configs}
     for ids in chunks:
