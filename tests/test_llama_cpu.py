@@ -4,6 +4,7 @@ The build is scripts/build-llama.sh (cached by pin + patch hash): the first run 
 on a new machine builds llama.cpp (several minutes on 2 cores), later runs take seconds.
 """
 import concurrent.futures
+import contextlib
 import json
 import os
 import math
@@ -346,19 +347,26 @@ def test_state_carries_the_exact_first_tokens(llama_bin, prepared_smollm2, tmp_p
     assert ctv == "f16" or "quantized V cache requires flash_attn" in out
 
 
-def test_rpc_backend_gives_the_local_perplexity(llama_bin, prepared_smollm2, text, tmp_path):
+@contextlib.contextmanager
+def _rpc_server(llama_bin):
+    """A local ggml-rpc-server; yields llama.cpp's --rpc argument for it."""
     port = _free_port()
     server = subprocess.Popen([str(llama_bin / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2)
-        args = [llama_bin / "llama-perplexity", "-m", prepared_smollm2, "-f", text, "-c", 512, "--chunks", 2,
-                "-fa", "on", "-ctk", "tq2_5", "-ctv", "tq2_5", "-lv", 4]
-        local = _run(args)
-        remote = _run(args + ["--rpc", f"127.0.0.1:{port}", "-ngl", 99])
+        yield f"127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_rpc_backend_gives_the_local_perplexity(llama_bin, prepared_smollm2, text, tmp_path):
+    with _rpc_server(llama_bin) as rpc:
+        args = [llama_bin / "llama-perplexity", "-m", prepared_smollm2, "-f", text, "-c", 512, "--chunks", 2,
+                "-fa", "on", "-ctk", "tq2_5", "-ctv", "tq2_5", "-lv", 4]
+        local = _run(args)
+        remote = _run(args + ["--rpc", rpc, "-ngl", 99])
     ppl = [float(re.search(r"Final estimate: PPL = ([\d.]+)", r.stderr + r.stdout).group(1)) for r in (local, remote)]
     # the KV cache (and the layers) live on the RPC server
     assert re.search(r"RPC\S* KV buffer size", remote.stderr), remote.stderr[-3000:]
@@ -373,18 +381,10 @@ def test_prefill_keeps_the_reserved_buffer_plan(llama_bin, prepared_smollm2, tex
     that cost CUDA prefill 3-6%. Two backends (here the RPC one beside the CPU) take that path,
     and upstream's GGML_SCHED_DEBUG_REALLOC=1 aborts on a plan made anew for a graph of the same
     size. Four 256-token ubatches: the first writes the exact cells, the others do not."""
-    port = _free_port()
-    server = subprocess.Popen([str(llama_bin / "ggml-rpc-server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(2)
-        r = subprocess.run([str(a) for a in (llama_bin / "llama-perplexity", "-m", prepared_smollm2, "-f", text,
-                                             "-c", 1024, "--chunks", 1, "-b", 1024, "-ub", 256, "-fa", "on",
-                                             "-ctk", "tq2_5", "-ctv", "tq2_5", "--rpc", f"127.0.0.1:{port}", "-ngl", 99)],
-                           capture_output=True, text=True, timeout=600, env={**os.environ, "GGML_SCHED_DEBUG_REALLOC": "1"})
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with _rpc_server(llama_bin) as rpc:
+        r = _run([llama_bin / "llama-perplexity", "-m", prepared_smollm2, "-f", text, "-c", 1024, "--chunks", 1,
+                  "-b", 1024, "-ub", 256, "-fa", "on", "-ctk", "tq2_5", "-ctv", "tq2_5", "--rpc", rpc, "-ngl", 99],
+                 env={**os.environ, "GGML_SCHED_DEBUG_REALLOC": "1"})
     assert "unexpected graph reallocation" not in r.stderr, r.stderr[-2000:]
     assert r.returncode == 0 and "Final estimate: PPL" in r.stderr + r.stdout, r.stderr[-2000:]
 
