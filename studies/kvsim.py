@@ -59,12 +59,26 @@ def reconstruct(how, kind: str, rows: np.ndarray, il: int, h: int, ctx: ab.Conte
     return ab.roundtrip(how, kind, rows, il, h, ctx, mu=mu)
 
 
-def attention_window(q, k, kh, v, vh, window: int) -> np.ndarray:
-    """Causal attention where the ``window`` most recent keys/values of each query are exact."""
+def window_keys(T: int, window: int, ubatch: int = 0, ring_only: bool = False) -> np.ndarray:
+    """[T, T] bool: the keys each query reads exact. ubatch 0: each query's ``window`` most
+    recent tokens. Otherwise what a cache that keeps its last ``window`` cells exact gives when
+    the tokens arrive in ubatches of ``ubatch``, each attending after its own writes: with
+    ``ring_only`` those last cells of the cache (the end of the query's ubatch), else also every
+    earlier token of the query's own ubatch (read from the ubatch's unquantized rows)."""
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    if ubatch == 0:
+        return (i - j >= 0) & (i - j < window)
+    if ring_only:
+        end = np.minimum((i // ubatch + 1) * ubatch, T)
+        return (j <= i) & (j >= end - window)
+    return (j <= i) & (j >= (i // ubatch) * ubatch - window)
+
+
+def attention_window(q, k, kh, v, vh, window: int, ubatch: int = 0, ring_only: bool = False) -> np.ndarray:
+    """Causal attention where the keys/values window_keys names are exact."""
     T, n_head, d = q.shape
     r = n_head // k.shape[1]
-    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
-    near = (i - j >= 0) & (i - j < window)
+    near = window_keys(T, window, ubatch, ring_only)
     mask = causal_mask(T)
     out = np.empty((T, n_head, v.shape[2]))
     for hq in range(n_head):

@@ -50,7 +50,9 @@ class Config:
     sink: int = 0          # the first tokens stay exact...
     sink_side: str = "kv"  # ...on these sides
     window: int = 0        # each query's most recent tokens stay exact...
-    window_side: str = "kv"  # ...on these sides
+    window_side: str = "kv"  # ...on these sides...
+    window_ubatch: int = 0   # ...or a ring of the cache's last cells, ubatches of this many tokens...
+    window_ring_only: bool = False  # ...without the ubatch's own rows (kvsim.window_keys)
 
     def bits(self) -> float:
         b = {"tq2_5": 2.75, "tq3_5": 3.75, "q4_0": 4.5, None: 16.0}
@@ -58,7 +60,8 @@ class Config:
 
 
 def parse(spec: str) -> Config:
-    """NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES]]]], K centered whenever it is a TQ type."""
+    """NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES[:UBATCH[:ring]]]]]], K centered
+    whenever it is a TQ type (UBATCH and ring: kvsim.window_keys)."""
     name, rest = spec.split("=")
     f = rest.split(":")
     kt, ka, vt, va = f[0], float(f[1]), f[2], float(f[3])
@@ -66,7 +69,10 @@ def parse(spec: str) -> Config:
     sides = f[5] if len(f) > 5 else "kv"
     window = int(f[6]) if len(f) > 6 else 0
     window_sides = f[7] if len(f) > 7 else "kv"
-    return Config(name, Side(kt, ka, kt.startswith("tq")), Side(vt, va), sink, sides, window, window_sides)
+    ubatch = int(f[8]) if len(f) > 8 else 0
+    ring_only = len(f) > 9 and f[9] == "ring"
+    return Config(name, Side(kt, ka, kt.startswith("tq")), Side(vt, va), sink, sides, window, window_sides,
+                  ubatch, ring_only)
 
 
 DEFAULT = ";".join([
@@ -99,7 +105,21 @@ WINDOW = ";".join([
     "K tq3_5, V tq2_5=tq3_5:0.5:tq2_5:0.5:4:k",
     "K tq3_5, V tq2_5, last 32 tokens' K and V exact=tq3_5:0.5:tq2_5:0.5:4:k:32:kv",
 ])
-PRESETS = {"levers": DEFAULT, "window": WINDOW}
+# What llama.cpp could give: a ring of the cache's last 32 cells, with and without each ubatch's
+# own rows exact, in perplexity's 512-token ubatches and at decode (one token per ubatch)
+RING = ";".join([
+    "tq2_5, last 32 tokens' K and V exact=tq2_5:0.5:tq2_5:0.5:4:k:32:kv",
+    "tq2_5, ring of the last 32 cells, 512-token ubatches=tq2_5:0.5:tq2_5:0.5:4:k:32:kv:512:ring",
+    "tq2_5, ring of 32 cells and the ubatch's own rows, 512-token ubatches=tq2_5:0.5:tq2_5:0.5:4:k:32:kv:512",
+    "tq2_5, ring of 32 cells and the ubatch's own rows, one token per ubatch=tq2_5:0.5:tq2_5:0.5:4:k:32:kv:1",
+])
+# The window without the preconditioners (K centered, the first 4 tokens' K exact)
+WINDOW_NOPRE = ";".join([
+    "tq2_5, K centered, no preconditioner, first 4 tokens' K exact=tq2_5:0:tq2_5:0:4:k",
+    "tq2_5, K centered, no preconditioner, last 32 tokens' K and V exact=tq2_5:0:tq2_5:0:4:k:32:kv",
+    "tq2_5, K centered, no preconditioner, last 128 tokens' K and V exact=tq2_5:0:tq2_5:0:4:k:128:kv",
+])
+PRESETS = {"levers": DEFAULT, "window": WINDOW, "window-nopre": WINDOW_NOPRE, "ring": RING}
 
 class Study:
     def __init__(self, model: str):
@@ -182,7 +202,7 @@ class Study:
             if c.window:
                 kx = k if "k" in c.window_side else kh
                 vx = v if "v" in c.window_side else vh
-                return kvsim.attention_window(q, kx, kh, vx, vh, c.window)
+                return kvsim.attention_window(q, kx, kh, vx, vh, c.window, c.window_ubatch, c.window_ring_only)
             return capture.attention(q, kh, vh, capture.causal_mask(T))
         return attend
 
@@ -193,7 +213,8 @@ def main():
     ap.add_argument("base")
     ap.add_argument("--chunks", type=int, default=1)
     ap.add_argument("--configs", default="levers",
-                    help=f"NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES]]]];... or a preset: {', '.join(PRESETS)}")
+                    help=f"NAME=KTYPE:KALPHA:VTYPE:VALPHA[:SINK[:SIDES[:WINDOW[:SIDES[:UBATCH[:ring]]]]]];... "
+                         f"or a preset: {', '.join(PRESETS)}")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     t0 = time.time()

@@ -29,6 +29,18 @@ def test_window_attention_is_exact_inside_and_quantized_outside():
     assert not np.allclose(w[1:], capture.attention(q, kh, vh, mask)[1:])
 
 
+def test_window_keys_of_a_ring_follow_the_ubatches():
+    per_query = kvsim.window_keys(8, 2)
+    assert per_query[5].tolist() == [0, 0, 0, 0, 1, 1, 0, 0]
+    # one token per ubatch: the ring holds the query's 2 predecessors besides itself
+    assert kvsim.window_keys(8, 2, ubatch=1)[5].tolist() == [0, 0, 0, 1, 1, 1, 0, 0]
+    # ubatches of 4 (tokens 4-7): the ring's last 2 cells before the ubatch and the ubatch's own
+    assert kvsim.window_keys(8, 2, ubatch=4)[5].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]
+    # the ring alone after the ubatch's writes: cells 6 and 7, which token 5 may not see
+    assert kvsim.window_keys(8, 2, ubatch=4, ring_only=True)[5].tolist() == [0] * 8
+    assert kvsim.window_keys(8, 2, ubatch=4, ring_only=True)[7].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+
+
 def test_f16_is_near_exact_and_tq2_5_is_not(prepared_smollm2):
     m = capture.load(str(prepared_smollm2))
     meta = metadata.read(read_header(prepared_smollm2))
