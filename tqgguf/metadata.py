@@ -31,11 +31,11 @@ K_KV_HEADS = "turboquant.kv_head_count"      # u32: KV heads per layer
 K_OUTLIER_METHOD = "turboquant.outlier_method"  # str: how outlier channels were chosen
 K_CHECKSUM = "turboquant.checksum"          # u64: FNV-1a 64 of every other turboquant.* record (seal)
 K_K_CENTER = "turboquant.k.center"            # [f32] n_layer * n_kv_head * k head_dim, optional: calibrated mean
+                                              # K row (after RoPE) per head; the cache stores T (k - mu)
 K_CAL_POSITIONS = "turboquant.calibration_positions"  # u32, optional: the context the statistics were taken over
 K_K_EXACT = "turboquant.k.exact_tokens"       # u32, optional: first cells of each stream whose K the cache also
                                               # keeps unquantized (the attention sink)
 K_EXACT_MAX = 32                              # more would be a second cache, not a sink (ggml-tq.h: GGML_TQ_K_EXACT_MAX)
-                                              # K row (after RoPE) per head; the cache stores T (k - mu)
 
 
 def k_head_dim(kind: str) -> str:            # u32: head size of K ("k") or V ("v")
