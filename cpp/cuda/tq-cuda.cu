@@ -151,6 +151,12 @@ template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y,
     tq_dequantize_cuda<T>(x, y, ne00, ne01, ne02, ne03, s01 * bb, s02 * bb, s03 * bb, ne00, ne00 * ne01, ne00 * ne01 * ne02, stream);
 }
 
+void ggml_cuda_tq_to_fp16_rows(const ggml_tensor * x, half * y, int64_t sy1, int64_t sy2, int64_t sy3, cudaStream_t stream) {
+    const auto f = x->type == GGML_TYPE_TQ2_5 ? tq_dequantize_cuda<GGML_TYPE_TQ2_5, half> : tq_dequantize_cuda<GGML_TYPE_TQ3_5, half>;
+    GGML_ASSERT(ggml_tq_is_tq(x->type) && x->nb[0] == ggml_type_size(x->type));
+    f(x->data, y, x->ne[0], x->ne[1], x->ne[2], x->ne[3], x->nb[1], x->nb[2], x->nb[3], sy1, sy2, sy3, stream);
+}
+
 #define TQ_INSTANTIATE_CONVERT(T)                                                                                              \
     template void ggml_cuda_tq_to_fp16<T>(const void *, half *, int64_t, cudaStream_t);                                        \
     template void ggml_cuda_tq_to_fp32<T>(const void *, float *, int64_t, cudaStream_t);                                       \

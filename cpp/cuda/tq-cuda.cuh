@@ -34,6 +34,8 @@ template <ggml_type T> void ggml_cuda_tq_to_fp16(const void * x, half * y, int64
 template <ggml_type T> void ggml_cuda_tq_to_fp32(const void * x, float * y, int64_t k, cudaStream_t stream);
 template <ggml_type T> void ggml_cuda_tq_to_fp16_nc_t(const void * x, half * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
                              int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream);
+// x (TQ, any row strides) into f16 y at element strides sy1..sy3 (its values contiguous in a row).
+void ggml_cuda_tq_to_fp16_rows(const ggml_tensor * x, half * y, int64_t sy1, int64_t sy2, int64_t sy3, cudaStream_t stream);
 template <ggml_type T> void ggml_cuda_tq_to_fp32_nc_t(const void * x, float * y, int64_t ne00, int64_t ne01, int64_t ne02, int64_t ne03,
                              int64_t s01, int64_t s02, int64_t s03, cudaStream_t stream);
 
@@ -94,3 +96,12 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
 // cells' exact rows (ggml_tq_flash_attn_set_k_exact), where dst has them; nb1-nb3 are K_f16's strides.
 void ggml_cuda_tq_fattn_k_exact_f16(const ggml_tensor * dst, half * K_f16, size_t nb1, size_t nb2, size_t nb3,
                                     cudaStream_t stream);
+
+// Extra rows after the cache's (ggml_tq_flash_attn_set_kv_extra): whether ggml-cuda runs the
+// attention with them (true without them); at decode the TQ kernel scores them (one more split),
+// otherwise ggml_cuda_tq_fattn_extra_f16 runs `fattn` (ggml_cuda_flash_attn_ext) on a copy of dst
+// whose K and V are f16 copies with the extra rows after the cache's, as wide as the mask (false,
+// doing nothing, when dst has no extra rows).
+bool ggml_cuda_tq_fattn_extra_supported(const ggml_tensor * op);
+bool ggml_cuda_tq_fattn_extra_f16(ggml_backend_cuda_context & ctx, ggml_tensor * dst,
+                                  void (*fattn)(ggml_backend_cuda_context & ctx, ggml_tensor * dst));

@@ -2,6 +2,7 @@
 // splits of the KV length, and the merge of the splits.
 #include "tq-fattn.cuh"
 #include "ggml-tq-impl.h"
+#include "convert.cuh"
 
 static bool tq_fa_type_ok(ggml_type t) {
     return ggml_tq_is_tq(t) || t == GGML_TYPE_F16 || t == GGML_TYPE_Q8_0;
@@ -106,6 +107,143 @@ k_tq_fattn_merge(const float * part, const float2 * meta, float * dst, const int
     dst[r * D + d] = tq_warp_rows_dot<D>(To + ((int64_t) ((r % n_head) / gqa) * D + 32 * warp) * D, xl, lane);
 }
 
+// The extra rows (ggml_tq_flash_attn_set_kv_extra: a recent window's K and V, f32) as the last
+// split of the decode: block (hkv, seq) scores them against the decode kernel's columns in f32,
+// as the CPU backend does, and writes that split's unnormalized output and (max, sum) for the
+// merge. Q as the decode kernel has it: p.Q, or with the fused transform T_k q made here again.
+// The rows come in chunks of 32 with an online softmax: a warp per row for the scores (lanes
+// over the dimensions), then a warp per column for the chunk's softmax (a lane per row), then a
+// thread per (column, dimension) for the V product. A column whose rows are all masked keeps
+// max -inf and sum 0, which the merge weighs 0.
+static constexpr int TQ_FA_EXTRA_CHUNK = 32;
+
+template <int D>
+static __global__ void __launch_bounds__(TQ_FA_THREADS) k_tq_fattn_extra(const tq_fa_params p) {
+    constexpr int NC = TQ_FA_MAX_COLS, CH = TQ_FA_EXTRA_CHUNK, E = D / 32;
+    constexpr int PER = NC * D / TQ_FA_THREADS; // (column, dimension) pairs per thread
+    static_assert(CH == 32 && (NC * D) % TQ_FA_THREADS == 0, "a lane per row of a chunk; whole pairs per thread");
+    __shared__ __align__(16) float Qs[NC][D]; // the columns' Q
+    __shared__ __align__(16) float Qr[NC][D]; // fused: the raw q
+    __shared__ float S[NC][CH];               // a chunk's scores, then their weights
+    __shared__ float Ms[NC], Ls[NC], As[NC];  // running max and sum, the chunk's rescale
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const int hkv = blockIdx.x, seq = blockIdx.y;
+    const int split = p.n_splits - 1;
+    ggml_cuda_pdl_lc();
+    ggml_cuda_pdl_sync();
+
+    if (p.Tq) { // fused: Q = T_k q of the one token (as k_tq_fattn_decode makes it)
+        for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
+            const int c = i / D, d = i % D;
+            Qr[c][d] = c < p.ncols ? p.qraw[(int64_t) (hkv * p.gqa + c) * D + d] : 0.0f;
+        }
+        __syncthreads();
+        for (int job = warp; job < p.ncols * (D / 32); job += TQ_FA_WARPS) {
+            const int c = job / (D / 32), rows = 32 * (job % (D / 32));
+            float xl[E];
+            tq_load_lane<E>(&Qr[c][lane * E], xl);
+            Qs[c][rows + lane] = tq_warp_rows_dot<D>(p.Tq + ((int64_t) hkv * D + rows) * D, xl, lane);
+        }
+        for (int i = tid; i < (NC - p.ncols) * D; i += TQ_FA_THREADS) {
+            Qs[p.ncols + i / D][i % D] = 0.0f;
+        }
+    } else {
+        for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
+            const int c = i / D, d = i % D;
+            float q = 0.0f;
+            if (c < p.ncols) {
+                const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
+                q = ((const float *) (p.Q + seq * p.nbq3 + head * p.nbq2 + j * p.nbq1))[d];
+            }
+            Qs[c][d] = q;
+        }
+    }
+    if (tid < NC) {
+        Ms[tid] = -INFINITY;
+        Ls[tid] = 0.0f;
+    }
+    __syncthreads();
+
+    const char * KX = p.k_extra + (seq % p.x_ne3) * p.nbxk3 + hkv * p.nbxk2;
+    const char * VX = p.v_extra + (seq % p.x_ne3) * p.nbxv3 + hkv * p.nbxv2;
+    const char * mask = p.mask ? p.mask + (seq % p.mask_ne3) * p.nbm3 : nullptr;
+    float O[PER];
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        O[k] = 0.0f;
+    }
+    for (int e0 = 0; e0 < p.n_extra; e0 += CH) {
+        const int ne = min(CH, p.n_extra - e0);
+        // scores of the chunk's rows, scaled, softcapped and masked (mask column n_kv + e)
+        for (int r = warp; r < CH; r += TQ_FA_WARPS) {
+            const int e = e0 + r;
+            float kl[E];
+#pragma unroll
+            for (int i = 0; i < E; ++i) {
+                kl[i] = r < ne ? ((const float *) (KX + (int64_t) e * p.nbxk1))[lane + 32 * i] : 0.0f;
+            }
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < E; ++i) {
+                    s = fmaf(Qs[c][lane + 32 * i], kl[i], s);
+                }
+                s = warp_reduce_sum(s) * p.scale;
+                if (p.softcap != 0.0f) {
+                    s = p.softcap * tanhf(s);
+                }
+                if (lane == 0) {
+                    if (r < ne && c < p.ncols && mask) {
+                        s += __half2float(((const half *) (mask + (int64_t) (c / p.gqa) * p.nbm1))[p.n_kv + e]);
+                    }
+                    S[c][r] = r < ne && c < p.ncols ? s : -INFINITY;
+                }
+            }
+        }
+        __syncthreads();
+        // each column's online softmax over the chunk: a lane per row
+        for (int c = warp; c < NC; c += TQ_FA_WARPS) {
+            const float s = S[c][lane];
+            const float m_old = Ms[c];
+            const float m_new = fmaxf(m_old, warp_reduce_max(s));
+            const float w = m_new == -INFINITY ? 0.0f : expf(s - m_new);
+            const float sum = warp_reduce_sum(w);
+            S[c][lane] = w;
+            if (lane == 0) {
+                const float alpha = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
+                As[c] = alpha;
+                Ms[c] = m_new;
+                Ls[c] = Ls[c] * alpha + sum;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            const int i = tid + k * TQ_FA_THREADS, c = i / D, d = i % D;
+            float o = O[k] * As[c];
+            for (int r = 0; r < ne; ++r) {
+                o = fmaf(S[c][r], ((const float *) (VX + (int64_t) (e0 + r) * p.nbxv1))[d], o);
+            }
+            O[k] = o;
+        }
+        __syncthreads(); // S and As are the next chunk's
+    }
+
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        const int i = tid + k * TQ_FA_THREADS, c = i / D, d = i % D;
+        if (c < p.ncols) {
+            const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
+            const int64_t r = ((int64_t) seq * p.n_q + j) * p.n_head + head;
+            p.part[(r * p.n_splits + split) * D + d] = O[k];
+            if (d == 0) {
+                p.meta[r * p.n_splits + split] = make_float2(Ms[c], Ls[c]);
+            }
+        }
+    }
+}
+
 template <int D, ggml_type TK>
 static int tq_fa_launch_v(ggml_type tv, const tq_fa_params & p, int n_seq, int nsm, int ms, cudaStream_t stream) {
     switch (tv) {
@@ -143,7 +281,14 @@ static int tq_fa_launch(ggml_type tk, ggml_type tv, const tq_fa_params & p, int 
 template <int D>
 static void tq_fa_run(ggml_type tk, ggml_type tv, const tq_fa_params & p, int n_seq, int nsm, int max_splits, int64_t rows,
                       float * out, const half * To, cudaStream_t stream) {
-    const int splits = tq_fa_launch<D>(tk, tv, p, n_seq, nsm, std::min(max_splits, TQ_MERGE_MAX_SPLITS), stream);
+    // (with extra rows their split is one more, past the decode kernel's)
+    const int ms = std::min(max_splits, TQ_MERGE_MAX_SPLITS - (p.k_extra ? 1 : 0));
+    const int splits = tq_fa_launch<D>(tk, tv, p, n_seq, nsm, ms, stream);
+    if (p.k_extra) {
+        tq_fa_params pe = p;
+        pe.n_splits = splits;
+        ggml_cuda_kernel_launch(k_tq_fattn_extra<D>, ggml_cuda_kernel_launch_params(dim3(p.n_head_kv, n_seq, 1), TQ_FA_THREADS, 0, stream), pe);
+    }
     ggml_cuda_kernel_launch(k_tq_fattn_merge<D>, ggml_cuda_kernel_launch_params(rows, D * TQ_MERGE_GROUPS<D>, 0, stream),
                             p.part, p.meta, out, splits, To, p.n_head, p.gqa);
 }
@@ -200,6 +345,13 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
         p.n_exact = (int) E->ne[1]; p.e_ne3 = (int) E->ne[3];
         p.nbe1 = E->nb[1]; p.nbe2 = E->nb[2]; p.nbe3 = E->nb[3];
     }
+    if (const ggml_tensor * KX = ggml_tq_flash_attn_k_extra(dst)) {
+        const ggml_tensor * VX = ggml_tq_flash_attn_v_extra(dst);
+        p.k_extra = (const char *) KX->data; p.v_extra = (const char *) VX->data;
+        p.n_extra = (int) KX->ne[1]; p.x_ne3 = (int) KX->ne[3];
+        p.nbxk1 = KX->nb[1]; p.nbxk2 = KX->nb[2]; p.nbxk3 = KX->nb[3];
+        p.nbxv1 = VX->nb[1]; p.nbxv2 = VX->nb[2]; p.nbxv3 = VX->nb[3];
+    }
     const half * To = fused && fused->t_out ? (const half *) fused->t_out->data : nullptr;
     float * out = (float *) (fused ? fused->out->data : dst->data);
 
@@ -208,8 +360,9 @@ void ggml_cuda_tq_fattn(ggml_backend_cuda_context & ctx, ggml_tensor * dst, cons
     const int max_splits = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
     const int64_t rows = (int64_t) n_seq * p.n_q * p.n_head;
     const int64_t D = K->ne[0];
-    ggml_cuda_pool_alloc<float>  part(ctx.pool(), rows * max_splits * D);
-    ggml_cuda_pool_alloc<float2> meta(ctx.pool(), rows * max_splits);
+    const int parts = max_splits + (p.k_extra ? 1 : 0);
+    ggml_cuda_pool_alloc<float>  part(ctx.pool(), rows * parts * D);
+    ggml_cuda_pool_alloc<float2> meta(ctx.pool(), rows * parts);
     p.part = part.get();
     p.meta = meta.get();
 
@@ -247,4 +400,119 @@ void ggml_cuda_tq_fattn_k_exact_f16(const ggml_tensor * dst, half * K_f16, size_
                                                    nb1, nb2, nb3, (int) E->ne[0], n_exact, (int) E->ne[2]);
         CUDA_CHECK(cudaGetLastError());
     }
+}
+
+// Prefill with extra rows (ggml_tq_flash_attn_set_kv_extra): ggml-cuda's own kernels read K and
+// V as f16 (fattn-common.cuh), here copies of n_rows = the mask's width rows: the cache's (TQ
+// dequantized, q8_0 converted, f16 copied), then the extra rows, then zeros (their columns are
+// -inf; zeros keep the products finite). Row i of head h, sequence s lands at (i, h, s) of a
+// contiguous [D, n_rows, n_head_kv, n_seq].
+static __global__ void k_tq_rows_f16(const char * src, int64_t sb1, int64_t sb2, int64_t sb3,
+                                     const char * ext, int64_t eb1, int64_t eb2, int64_t eb3, int e_ne3,
+                                     half * dst, int D, int r0, int n_src, int n_ext) {
+    const int i = r0 + blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+    half * y = dst + (((int64_t) s * gridDim.y + h) * (r0 + gridDim.x) + i) * D;
+    if (i < n_src) {
+        const half * x = (const half *) (src + s * sb3 + h * sb2 + i * sb1);
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            y[d] = x[d];
+        }
+    } else if (i < n_src + n_ext) {
+        const float * x = (const float *) (ext + (s % e_ne3) * eb3 + h * eb2 + (int64_t) (i - n_src) * eb1);
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            y[d] = __float2half(x[d]);
+        }
+    } else {
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            y[d] = __float2half(0.0f);
+        }
+    }
+}
+
+// X (a cache's K or V as the attention reads it) and its extra rows E into y, as above.
+static void tq_fa_rows_f16(ggml_backend_cuda_context & ctx, const ggml_tensor * X, const ggml_tensor * E, half * y,
+                           int64_t n_rows, cudaStream_t stream) {
+    const int64_t D = X->ne[0], n_kv = X->ne[1], H = X->ne[2], S = X->ne[3];
+    GGML_ASSERT(n_rows >= n_kv + E->ne[1] && H <= 65535 && S <= 65535);
+    const char * src = nullptr;
+    int64_t sb1 = 0, sb2 = 0, sb3 = 0;
+    int r0 = 0;
+    ggml_cuda_pool_alloc<half> tmp(ctx.pool());
+    if (X->type == GGML_TYPE_F16) {
+        src = (const char *) X->data;
+        sb1 = X->nb[1]; sb2 = X->nb[2]; sb3 = X->nb[3];
+    } else if (ggml_tq_is_tq(X->type)) { // straight into place
+        ggml_cuda_tq_to_fp16_rows(X, y, D, D * n_rows, D * n_rows * H, stream);
+        r0 = (int) n_kv;
+    } else { // contiguous f16 first, as launch_fattn converts
+        const size_t ts = ggml_type_size(X->type);
+        tmp.alloc(ggml_nelements(X));
+        ggml_get_to_fp16_nc_cuda(X->type)(X->data, tmp.get(), D, n_kv, H, S, X->nb[1] / ts, X->nb[2] / ts, X->nb[3] / ts, stream);
+        src = (const char *) tmp.get();
+        sb1 = D * sizeof(half); sb2 = n_kv * sb1; sb3 = H * sb2;
+    }
+    if (n_rows > r0) {
+        k_tq_rows_f16<<<dim3((unsigned) (n_rows - r0), (unsigned) H, (unsigned) S), 64, 0, stream>>>(
+            src, sb1, sb2, sb3, (const char *) E->data, E->nb[1], E->nb[2], E->nb[3], (int) E->ne[3],
+            y, (int) D, r0, (int) n_kv, (int) E->ne[1]);
+        CUDA_CHECK(cudaGetLastError());
+    }
+}
+
+bool ggml_cuda_tq_fattn_extra_supported(const ggml_tensor * op) {
+    const ggml_tensor * K = op->src[1];
+    const ggml_tensor * V = op->src[2];
+    const ggml_tensor * mask = op->src[3];
+    const ggml_tensor * KX = ggml_tq_flash_attn_k_extra(op);
+    const ggml_tensor * VX = ggml_tq_flash_attn_v_extra(op);
+    if (!KX) {
+        return true;
+    }
+    // TQ K and/or V, the other f16 or q8_0 (what the CPU backend reads extra rows with), head
+    // sizes for which upstream's kernels take any KV length (the f16 copies' is the mask's width)
+    const int64_t D = K->ne[0];
+    return (ggml_tq_is_tq(K->type) || ggml_tq_is_tq(V->type)) && tq_fa_type_ok(K->type) && tq_fa_type_ok(V->type) &&
+           (D == 64 || D == 128 || D == 256) && V->ne[0] == D && K->ne[2] <= 65535 && K->ne[3] <= 65535 &&
+           KX->type == GGML_TYPE_F32 && VX->type == GGML_TYPE_F32 && KX->nb[0] == sizeof(float) && VX->nb[0] == sizeof(float) &&
+           mask && mask->type == GGML_TYPE_F16 && mask->ne[0] >= K->ne[1] + KX->ne[1];
+}
+
+bool ggml_cuda_tq_fattn_extra_f16(ggml_backend_cuda_context & ctx, ggml_tensor * dst,
+                                  void (*fattn)(ggml_backend_cuda_context & ctx, ggml_tensor * dst)) {
+    const ggml_tensor * KX = ggml_tq_flash_attn_k_extra(dst);
+    if (!KX) {
+        return false;
+    }
+    const ggml_tensor * K = dst->src[1];
+    const ggml_tensor * V = dst->src[2];
+    const ggml_tensor * mask = dst->src[3];
+    GGML_ASSERT(mask && mask->ne[0] >= K->ne[1] + KX->ne[1]); // (ggml_tq_flash_attn_set_kv_extra checked it)
+    cudaStream_t stream = ctx.stream();
+    const int64_t n_rows = mask->ne[0];
+
+    // shallow copies of K and V over the f16 rows, and of dst reading them (no TQ sources left)
+    ggml_tensor k16 = *K, v16 = *V, fa = *dst;
+    ggml_cuda_pool_alloc<half> kf(ctx.pool(), K->ne[0] * n_rows * K->ne[2] * K->ne[3]);
+    ggml_cuda_pool_alloc<half> vf(ctx.pool(), V->ne[0] * n_rows * V->ne[2] * V->ne[3]);
+    for (ggml_tensor * t : { &k16, &v16 }) {
+        t->type = GGML_TYPE_F16;
+        t->ne[1] = n_rows;
+        t->nb[0] = sizeof(half);
+        t->nb[1] = t->ne[0] * sizeof(half);
+        t->nb[2] = t->ne[1] * t->nb[1];
+        t->nb[3] = t->ne[2] * t->nb[2];
+        t->view_src = nullptr;
+        t->view_offs = 0;
+    }
+    k16.data = kf.get();
+    v16.data = vf.get();
+    tq_fa_rows_f16(ctx, K, KX, kf.get(), n_rows, stream);
+    ggml_cuda_tq_fattn_k_exact_f16(dst, kf.get(), k16.nb[1], k16.nb[2], k16.nb[3], stream);
+    tq_fa_rows_f16(ctx, V, ggml_tq_flash_attn_v_extra(dst), vf.get(), n_rows, stream);
+    fa.src[1] = &k16;
+    fa.src[2] = &v16;
+    ggml_tq_flash_attn_set_k_exact(&fa, nullptr);           // in kf now
+    ggml_tq_flash_attn_set_kv_extra(&fa, nullptr, nullptr); // in kf, vf
+    fattn(ctx, &fa);
+    return true;
 }

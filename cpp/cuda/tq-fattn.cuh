@@ -22,7 +22,9 @@
 //            with movmatrix (ggml_cuda_movmatrix); lane (g, t) decodes its dimensions of keys 2t, 2t+1, 2t+8, 2t+9 and
 //            pairs them by key: element 0 of pair i is row g of m-tile i, element 1 row g + 8
 // Each block merges its warps and writes unnormalized partial outputs and (max, sum) per
-// column; a second kernel merges the splits.
+// column; a second kernel merges the splits. Extra rows beside the cache (a recent window's K
+// and V kept in f32, ggml_tq_flash_attn_set_kv_extra) are one more split, which a small kernel
+// of their own scores (k_tq_fattn_extra, tq-fattn.cu).
 //
 // Architectures: the kernel needs Turing's tensor-core instructions (mma.cuh) and its staged
 // tiles Ampere's cp.async; other cards take upstream's path (ggml_cuda_tq_caps_of, tq-cuda.cuh).
@@ -55,10 +57,16 @@ struct tq_fa_params {
     // theirs; null when none
     const char * k_exact; int n_exact, e_ne3;
     int64_t nbe1, nbe2, nbe3;
+    // rows after the cache's (ggml_tq_flash_attn_set_kv_extra), f32: scored by a kernel of their
+    // own (k_tq_fattn_extra, tq-fattn.cu) as the last split; null when none. With them the
+    // decode kernel's splits are n_splits - 1, and n_splits strides part and meta
+    const char * k_extra; const char * v_extra; int n_extra, x_ne3;
+    int64_t nbxk1, nbxk2, nbxk3, nbxv1, nbxv2, nbxv3;
 };
 
 // Launches the decode kernel over as many splits of the KV length as fill the GPU once
-// (at most max_splits); returns the number of splits, which p.part / p.meta must hold.
+// (at most max_splits); returns the number of splits, which p.part / p.meta must hold: with
+// extra rows (p.k_extra) one more, the last, which the caller fills (k_tq_fattn_extra).
 template <int D, ggml_type TK, ggml_type TV>
 int ggml_cuda_tq_fattn_launch(tq_fa_params p, int n_seq, int nsm, int max_splits, cudaStream_t stream);
 
@@ -880,8 +888,9 @@ static int tq_fa_launch_instance(tq_fa_params p, int n_seq, int nsm, int max_spl
     const int tiles = (p.n_kv + TQ_FA_TILE - 1) / TQ_FA_TILE;
     int splits = std::max(1, std::min({ tiles, max_splits, std::max(1, per_sm) * nsm / (p.n_head_kv * n_seq) }));
     p.kv_per_split = ((tiles + splits - 1) / splits) * TQ_FA_TILE;
-    p.n_splits = (p.n_kv + p.kv_per_split - 1) / p.kv_per_split;
-    const dim3 grid(p.n_head_kv, p.n_splits, n_seq);
+    const int n_cache = (p.n_kv + p.kv_per_split - 1) / p.kv_per_split;
+    p.n_splits = n_cache + (p.k_extra ? 1 : 0); // the extra rows' split last (k_tq_fattn_extra)
+    const dim3 grid(p.n_head_kv, n_cache, n_seq);
     ggml_cuda_kernel_launch(k_tq_fattn_decode<D, TK, TV, STAGE>, ggml_cuda_kernel_launch_params(grid, TQ_FA_THREADS, 0, stream), p);
     return p.n_splits;
 }

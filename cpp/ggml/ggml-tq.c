@@ -113,6 +113,8 @@ size_t quantize_tq3_5(const float * src, void * dst, int64_t nrows, int64_t n_pe
 // The exact rows ride in a source slot that upstream's flash attention does not use (0-4 are
 // Q, K, V, mask, sinks), so the graph allocator and scheduler treat them as any other input.
 #define GGML_TQ_K_EXACT_SRC 5
+#define GGML_TQ_K_EXTRA_SRC 6
+#define GGML_TQ_V_EXTRA_SRC 7
 
 void ggml_tq_flash_attn_set_k_exact(struct ggml_tensor * a, struct ggml_tensor * k_exact) {
     GGML_ASSERT(a->op == GGML_OP_FLASH_ATTN_EXT);
@@ -128,4 +130,31 @@ void ggml_tq_flash_attn_set_k_exact(struct ggml_tensor * a, struct ggml_tensor *
 
 const struct ggml_tensor * ggml_tq_flash_attn_k_exact(const struct ggml_tensor * a) {
     return a->op == GGML_OP_FLASH_ATTN_EXT ? a->src[GGML_TQ_K_EXACT_SRC] : NULL;
+}
+
+void ggml_tq_flash_attn_set_kv_extra(struct ggml_tensor * a, struct ggml_tensor * k_extra, struct ggml_tensor * v_extra) {
+    GGML_ASSERT(a->op == GGML_OP_FLASH_ATTN_EXT);
+    GGML_ASSERT((k_extra == NULL) == (v_extra == NULL));
+    if (k_extra) {
+        const struct ggml_tensor * k = a->src[1];
+        const struct ggml_tensor * v = a->src[2];
+        const struct ggml_tensor * mask = a->src[3];
+        GGML_ASSERT(ggml_tq_is_tq(k->type) || ggml_tq_is_tq(v->type));
+        GGML_ASSERT(k_extra->type == GGML_TYPE_F32 && v_extra->type == GGML_TYPE_F32);
+        GGML_ASSERT(k_extra->nb[0] == sizeof(float) && v_extra->nb[0] == sizeof(float));
+        GGML_ASSERT(k_extra->ne[0] == k->ne[0] && k_extra->ne[2] == k->ne[2] && k_extra->ne[3] == k->ne[3]);
+        GGML_ASSERT(v_extra->ne[0] == v->ne[0] && v_extra->ne[2] == v->ne[2] && v_extra->ne[3] == v->ne[3]);
+        GGML_ASSERT(v_extra->ne[1] == k_extra->ne[1]);
+        GGML_ASSERT(mask && mask->ne[0] >= k->ne[1] + k_extra->ne[1]);
+    }
+    a->src[GGML_TQ_K_EXTRA_SRC] = k_extra;
+    a->src[GGML_TQ_V_EXTRA_SRC] = v_extra;
+}
+
+const struct ggml_tensor * ggml_tq_flash_attn_k_extra(const struct ggml_tensor * a) {
+    return a->op == GGML_OP_FLASH_ATTN_EXT ? a->src[GGML_TQ_K_EXTRA_SRC] : NULL;
+}
+
+const struct ggml_tensor * ggml_tq_flash_attn_v_extra(const struct ggml_tensor * a) {
+    return a->op == GGML_OP_FLASH_ATTN_EXT ? a->src[GGML_TQ_V_EXTRA_SRC] : NULL;
 }

@@ -13,6 +13,8 @@ struct ggml_tensor; // (ggml.h defines it; the kernel check's stub ggml.h does n
 #define GGML_TQ_BLOCK 64 // values per block
 #define GGML_TQ_HI    16 // outlier-group slots per block; the other 48 are the rest group
 #define GGML_TQ_K_EXACT_MAX 32 // cells with exact K rows at most (ggml_tq_flash_attn_set_k_exact)
+#define GGML_TQ_WINDOW_MAX 256 // recent tokens kept exact at most (ggml_tq_flash_attn_set_kv_extra)
+#define GGML_TQ_EXTRA_PAD 256  // the mask's extra columns come in multiples of this (a CUDA tile)
 
 GGML_API bool ggml_tq_is_tq(enum ggml_type type);
 
@@ -43,6 +45,21 @@ GGML_API void ggml_tq_flash_attn_set_k_exact(struct ggml_tensor * a, struct ggml
 
 // What ggml_tq_flash_attn_set_k_exact set on `a`, or NULL.
 GGML_API const struct ggml_tensor * ggml_tq_flash_attn_k_exact(const struct ggml_tensor * a);
+
+// Extra K and V rows that a flash attention `a` over a TQ cache attends to after the cache's
+// n_kv = K->ne[1] cells, as if they were appended to K and V: the recent window, each query's
+// last tokens kept unquantized. k_extra is [DK, n_extra, n_head_kv, n_stream] and v_extra
+// [DV, n_extra, n_head_kv, n_stream], both f32 with contiguous rows (nb[0] = 4), laid out like
+// a's K and V (permuted views are fine). a's mask must have at least n_kv + n_extra columns:
+// column n_kv + e masks extra row e; it may be wider, up to n_kv + GGML_PAD(n_extra,
+// GGML_TQ_EXTRA_PAD), the columns past n_kv + n_extra being -inf. The graph masks out the
+// cache cell a query reads from an extra row, so that no token counts twice. A backend must
+// read them (they are not in the cache's rows the mask keeps); NULL, NULL removes them.
+GGML_API void ggml_tq_flash_attn_set_kv_extra(struct ggml_tensor * a, struct ggml_tensor * k_extra, struct ggml_tensor * v_extra);
+
+// What ggml_tq_flash_attn_set_kv_extra set on `a` (K's, V's), or NULL.
+GGML_API const struct ggml_tensor * ggml_tq_flash_attn_k_extra(const struct ggml_tensor * a);
+GGML_API const struct ggml_tensor * ggml_tq_flash_attn_v_extra(const struct ggml_tensor * a);
 
 #ifdef __cplusplus
 }
