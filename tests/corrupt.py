@@ -88,6 +88,8 @@ def cases(n_layer: int, n_kv: int, head_dim: int) -> dict:
         "calibration positions wrong type": (add(metadata.K_CAL_POSITIONS, VT.STRING, "4096"), "calibration_positions"),
         "exact tokens beyond the sink": (add(metadata.K_K_EXACT, VT.UINT32, metadata.K_EXACT_MAX + 1), "exact_tokens"),
         "exact tokens wrong type": (add(metadata.K_K_EXACT, VT.INT32, 4), "exact_tokens"),
+        "window beyond its maximum": (add(metadata.K_WINDOW, VT.UINT32, metadata.WINDOW_MAX + 1), "window_tokens"),
+        "window wrong type": (add(metadata.K_WINDOW, VT.INT32, 32), "window_tokens"),
         **precond_cases(n_layer, n_kv, head_dim),
     }
 

@@ -81,6 +81,20 @@ def test_k_center_round_trips(tmp_path):
     assert metadata.K_K_EXACT not in {kv.key for kv in meta.to_kvs()}
 
 
+def test_window_round_trips(tmp_path):
+    from tqgguf.harness import synth
+    src = tmp_path / "m.gguf"
+    synth.write(src, synth.Shape(n_layer=2))
+    hdr = read_header(src)
+    meta = prepare.build_metadata(str(src), hdr, 7, ["tq2_5"])
+    meta.window_tokens = 32
+    out = tmp_path / "w.gguf"
+    prepare.write_atomic(str(src), str(out), prepare.with_metadata(hdr, meta), hdr, lambda n: None)
+    assert metadata.read(read_header(out)).window_tokens == 32
+    meta.window_tokens = 0  # none: no key at all
+    assert metadata.K_WINDOW not in {kv.key for kv in meta.to_kvs()}
+
+
 def test_preconditioners_round_trip(tmp_path):
     from tqgguf.harness import synth
     src = tmp_path / "m.gguf"

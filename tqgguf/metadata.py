@@ -36,6 +36,9 @@ K_CAL_POSITIONS = "turboquant.calibration_positions"  # u32, optional: the conte
 K_K_EXACT = "turboquant.k.exact_tokens"       # u32, optional: first cells of each stream whose K the cache also
                                               # keeps unquantized (the attention sink)
 K_EXACT_MAX = 32                              # more would be a second cache, not a sink (ggml-tq.h: GGML_TQ_K_EXACT_MAX)
+K_WINDOW = "turboquant.window_tokens"         # u32, optional: each query's last tokens (itself included) whose K
+                                              # and V the attention reads unquantized (the recent window)
+WINDOW_MAX = 256                              # more would be a second cache (ggml-tq.h: GGML_TQ_WINDOW_MAX)
 
 
 def k_head_dim(kind: str) -> str:            # u32: head size of K ("k") or V ("v")
@@ -104,6 +107,7 @@ class TQMeta:
     precond: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     calibration_positions: int | None = None  # positions 0..n-1 the centers/preconditioners saw
     k_exact_tokens: int = 0                # first tokens whose K is kept exact (docs/ablation.md, section 10)
+    window_tokens: int = 0                 # recent tokens whose K and V are read exact (docs/ablation.md)
 
     def to_kvs(self) -> list[KV]:
         kvs = [
@@ -127,6 +131,8 @@ class TQMeta:
             kvs.append(make_kv(K_CAL_POSITIONS, VT.UINT32, self.calibration_positions))
         if self.k_exact_tokens:
             kvs.append(make_kv(K_K_EXACT, VT.UINT32, self.k_exact_tokens))
+        if self.window_tokens:
+            kvs.append(make_kv(K_WINDOW, VT.UINT32, self.window_tokens))
         if self.k_center is not None:
             kvs.append(make_kv(K_K_CENTER, VT.ARRAY, self.k_center.reshape(-1).astype(np.float32), VT.FLOAT32))
         for kind, (p, p_inv) in sorted(self.precond.items()):
@@ -211,6 +217,10 @@ def read(hdr: Header) -> TQMeta:
         meta.k_exact_tokens = int(_get(hdr, K_K_EXACT, VT.UINT32))
         if meta.k_exact_tokens > K_EXACT_MAX:
             raise MetadataError(f"{K_K_EXACT} is {meta.k_exact_tokens}: at most {K_EXACT_MAX}")
+    if K_WINDOW in keys:
+        meta.window_tokens = int(_get(hdr, K_WINDOW, VT.UINT32))
+        if meta.window_tokens > WINDOW_MAX:
+            raise MetadataError(f"{K_WINDOW} is {meta.window_tokens}: at most {WINDOW_MAX}")
     for kind in KINDS:
         if (k_precond(kind) in keys) != (k_precond_inv(kind) in keys):
             raise MetadataError(f"{k_precond(kind)} and {k_precond_inv(kind)} come together")

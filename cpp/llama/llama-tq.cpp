@@ -216,6 +216,13 @@ void llama_tq_meta::load(const gguf_context * ctx) {
                 throw std::runtime_error("turboquant.k.exact_tokens must be at most " + std::to_string(GGML_TQ_K_EXACT_MAX));
             }
         }
+        if (gguf_find_key(ctx, "turboquant.window_tokens") >= 0) {
+            window_tokens = r.u32("turboquant.window_tokens");
+            // a longer window is a second cache (metadata.py: WINDOW_MAX)
+            if (window_tokens > GGML_TQ_WINDOW_MAX) {
+                throw std::runtime_error("turboquant.window_tokens must be at most " + std::to_string(GGML_TQ_WINDOW_MAX));
+            }
+        }
         if (gguf_find_key(ctx, "turboquant.k.center") >= 0) {
             k_center = r.arr<float>("turboquant.k.center", GGUF_TYPE_FLOAT32, (size_t) n_layer * n_kv_head * head_dim[0]);
             for (const float c : k_center) {

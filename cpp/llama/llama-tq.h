@@ -39,6 +39,10 @@ struct llama_tq_meta {
     // optional turboquant.k.exact_tokens: the first cells of each stream (a sequence's first
     // tokens, the attention sink) whose K the cache also keeps unquantized; 0 when none
     uint32_t k_exact_tokens = 0;
+    // optional turboquant.window_tokens: each query's last tokens (itself included) whose K and V
+    // the attention reads unquantized, from a ring of the last cells written beside the cache
+    // and from the ubatch's own rows; 0 when none
+    uint32_t window_tokens = 0;
 
     // Read and check the metadata; never throws (problems are kept in `error`).
     void load(const gguf_context * ctx);
