@@ -167,6 +167,7 @@ ppl)
     #   decode   one token per ubatch (c 128, 8 chunks): the fused one-token layer, and with
     #            GGML_CUDA_DISABLE_FUSION=1 its separate kernels
     #   exact    contexts of 32 tokens, all of whose K is kept exact (turboquant.k.exact_tokens 32)
+    #   window   contexts of 64 tokens, all within the recent window (turboquant.window_tokens 64)
     model=$root/.device/smollm2-14l.gguf text=$root/.device/text.txt
     [ -f "$model" ] || { echo "device-cuda.sh: no $model (run scripts/make-device-src.sh)" >&2; exit 1; }
     ngpu=$(nvidia-smi -L | wc -l)
@@ -192,12 +193,25 @@ ppl)
     # the first cells' exact K rows (turboquant.k.exact_tokens): with 32 of them and contexts of
     # 32 tokens the K cache's type no longer matters (tq2_5 = tq3_5 to the digit; CPU: tests/test_llama_cpu.py)
     pass=exact
-    python3 -m tqgguf.cli prepare "$model" -o /tmp/exact32.gguf --exact-tokens 32 --no-center-k --no-precondition -q > /dev/null
+    python3 -m tqgguf.cli prepare "$model" -o /tmp/exact32.gguf --exact-tokens 32 --window 0 --no-center-k --no-precondition -q > /dev/null
     for ub in 512 1; do
         common=(-m /tmp/exact32.gguf -f "$text" -fa on -c 32 --chunks 16 -ub $ub)
         [ $ub = 512 ] && CUDA_VISIBLE_DEVICES=0 "$bin/llama-perplexity" "${common[@]}" -ngl 99 --kl-divergence-base "$out/base-$pass.kld" > "$out/ppl-$pass-base.log" 2>&1
         for t in tq2_5 tq3_5; do
             CUDA_VISIBLE_DEVICES=0 run "$t-ub$ub-gpu" -ctk $t -ctv f16 -ngl 99
+        done
+    done
+    # the recent window (turboquant.window_tokens): one as long as the context (64) reads every K
+    # and V unquantized, so tq2_5 = tq3_5 to the digit, from the ubatch's own rows (-ub 512) and
+    # from the ring (-ub 1); CPU: tests/test_llama_cpu.py
+    pass=window
+    python3 -m tqgguf.cli prepare "$model" -o /tmp/window64.gguf --window 64 --exact-tokens 0 --no-center-k \
+        --no-precondition -q > /dev/null
+    for ub in 512 1; do
+        common=(-m /tmp/window64.gguf -f "$text" -fa on -c 64 --chunks 16 -ub $ub)
+        [ $ub = 512 ] && CUDA_VISIBLE_DEVICES=0 "$bin/llama-perplexity" "${common[@]}" -ngl 99 --kl-divergence-base "$out/base-$pass.kld" > "$out/ppl-$pass-base.log" 2>&1
+        for t in tq2_5 tq3_5; do
+            CUDA_VISIBLE_DEVICES=0 run "$t-ub$ub-gpu" -ctk $t -ctv $t -ngl 99
         done
     done
     for f in "$out"/ppl-*.log; do

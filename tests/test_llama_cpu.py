@@ -69,18 +69,23 @@ def test_kld_orders_q8_0_tq3_5_tq2_5(llama_bin, prepared_smollm2, text, tmp_path
     # honest memory: the log's K/V MiB follow the block sizes (2.75 and 3.75 bits against q8_0's 8.5)
     assert recs["tq2_5"]["k_mib"] == pytest.approx(recs["q8_0"]["k_mib"] * 2.75 / 8.5, rel=1e-3)
     assert recs["tq3_5"]["v_mib"] == pytest.approx(recs["q8_0"]["v_mib"] * 3.75 / 8.5, rel=1e-3)
-    # and what TQ keeps beside them: the transforms, what `tqgguf inspect` says they cost, and the
+    # and what TQ keeps beside them: the transforms, what `tqgguf inspect` says they cost, the
     # exact K rows of each stream's first cells (f32, SmolLM2's 30 layers x 3 KV heads of 64; one
-    # spare row a layer, where the padded copies of a ubatch that writes none of them go)
+    # spare row a layer, where the padded copies of a ubatch that writes none of them go) and the
+    # recent window's ring (f16 K and V rows of each stream's last tokens)
     info = json.loads(run_cli("inspect", str(prepared_smollm2), "--json", check=True).stdout)
+    assert info["window_tokens"] > 0
     for t in ("tq3_5", "tq2_5"):
         side = {b["name"]: b for b in recs[t]["kv_side"]}
         transforms, exact = side["TurboQuant transforms"], side["TurboQuant exact K rows"]
+        window = side["TurboQuant recent window"]
         assert transforms["mib"] == pytest.approx(info["transforms_mib"], abs=transforms["mib_pm"] + 1e-3), side
         streams = recs[t]["kv_caches"][0]["streams"]
         assert exact["mib"] == pytest.approx((info["k_exact_tokens"] * streams + 1) * 30 * 3 * 64 * 4 / 2**20,
                                              abs=exact["mib_pm"]), side
-        assert recs[t]["side_mib"] == pytest.approx(transforms["mib"] + exact["mib"])
+        assert window["mib"] == pytest.approx(info["window_tokens"] * streams * 30 * 2 * 3 * 64 * 2 / 2**20,
+                                              abs=window["mib_pm"]), side
+        assert recs[t]["side_mib"] == pytest.approx(transforms["mib"] + exact["mib"] + window["mib"])
     assert recs["q8_0"]["side_mib"] == 0
 
 
@@ -131,7 +136,7 @@ def test_exact_first_tokens_make_a_short_context_exact(llama_bin, smollm2, text,
     far off."""
     exact, plain = tmp_path / "exact.gguf", tmp_path / "plain.gguf"
     for out, n in ((exact, 32), (plain, 0)):
-        run_cli("prepare", str(smollm2), "-o", str(out), "--exact-tokens", str(n), "--no-center-k",
+        run_cli("prepare", str(smollm2), "-o", str(out), "--exact-tokens", str(n), "--window", "0", "--no-center-k",
                 "--no-precondition", "-q", check=True)
     base = tmp_path / "base.kld"
     args = ["-f", text, "-c", 32, "--chunks", 16, "-fa", "on", "-t", 2]
@@ -146,6 +151,35 @@ def test_exact_first_tokens_make_a_short_context_exact(llama_bin, smollm2, text,
     for ub in (512, 1):
         assert kld["exact", "tq2_5", ub] == kld["exact", "tq3_5", ub] < 0.02, kld
         assert kld["plain", "tq2_5", ub] > 30 * kld["exact", "tq2_5", ub], kld
+
+
+def test_recent_window_is_read_per_query(llama_bin, smollm2, text, tmp_path):
+    """turboquant.window_tokens. A window as long as the context (64): every key and value is
+    read unquantized, so the cache's type no longer matters (tq2_5 and tq3_5 give the same
+    logits, to the last digit) whether the rows come from the ubatch itself (prefill) or from the
+    ring of the last cells written (-ub 1, decode), over parallel sequences (perplexity runs its
+    chunks as streams). A window of 8: each query reads its own last 8 tokens exact, not every
+    token of its ubatch, so prefill measures what decoding one token at a time does (up to the
+    ring's f16 rounding; reading the whole ubatch exact would halve the error), and well below
+    the same cache without a window."""
+    models = {n: tmp_path / f"w{n}.gguf" for n in (64, 8, 0)}
+    for n, out in models.items():
+        run_cli("prepare", str(smollm2), "-o", str(out), "--window", str(n), "--exact-tokens", "0", "--no-center-k",
+                "--no-precondition", "-q", check=True)
+    base = tmp_path / "base.kld"
+    args = ["-f", text, "-c", 64, "--chunks", 8, "-fa", "on", "-t", 2]
+    _no_crash(_run([llama_bin / "llama-perplexity", "-m", models[0], *args, "-ctk", "f16", "-ctv", "f16",
+                    "--kl-divergence-base", base]))
+    kld = {}
+    runs = [(64, "tq2_5"), (64, "tq3_5"), (8, "tq2_5"), (0, "tq2_5")]
+    for n, t in runs:
+        for ub in (512, 1):
+            kld[n, t, ub] = _kld(_run([llama_bin / "llama-perplexity", "-m", models[n], *args, "-ub", ub, "-ctk", t,
+                                       "-ctv", t, "--kl-divergence-base", base, "--kl-divergence"]))
+    for ub in (512, 1):
+        assert kld[64, "tq2_5", ub] == kld[64, "tq3_5", ub] < 0.02, kld
+        assert kld[0, "tq2_5", ub] > 2 * kld[8, "tq2_5", ub], kld
+    assert kld[8, "tq2_5", 512] == pytest.approx(kld[8, "tq2_5", 1], rel=0.1), kld
 
 
 def test_unprepared_model_is_refused_with_one_clear_line(llama_bin, smollm2, text):
@@ -335,9 +369,9 @@ def test_saved_and_restored_state_continues_identically(llama_bin, prepared_smol
 
 @pytest.mark.parametrize("ctk,ctv", [("tq2_5", "f16"), ("tq2_5", "tq2_5")])
 def test_state_carries_the_exact_first_tokens(llama_bin, prepared_smollm2, tmp_path, ctk, ctv):
-    """With turboquant.k.exact_tokens (prepare's default) a state carries the first cells' exact
-    K rows: save/load, and sequence copies on the host and on the device into the first cells,
-    continue identically. Restored into scattered cells (tests 6 and 7) the first tokens land
+    """With turboquant.k.exact_tokens and turboquant.window_tokens (prepare's defaults) a state
+    carries the first cells' exact K rows and the recent window's rows: save/load, and sequence
+    copies on the host and on the device into the first cells, continue identically. Restored into scattered cells (tests 6 and 7) the first tokens land
     in cells that keep no exact row, so the state saved again differs from the one restored:
     that, and for a quantized V the flash-attention refusal, are the only failures."""
     r, out, status = _state_tests(llama_bin, prepared_smollm2, ctk, ctv, tmp_path)

@@ -64,6 +64,7 @@ def test_inspect_shows_the_keys(prepared_smollm2):
     assert f"first {prepare.K_EXACT_TOKENS} token(s) is kept unquantized" in r.stdout
     js = run_cli("inspect", "--json", str(prepared_smollm2), check=True)
     assert '"outliers"' in js.stdout and f'"k_exact_tokens": {prepare.K_EXACT_TOKENS}' in js.stdout
+    assert f"last {prepare.WINDOW_TOKENS} token(s)" in r.stdout and f'"window_tokens": {prepare.WINDOW_TOKENS}' in js.stdout
 
 
 @pytest.mark.parametrize("n", [0, 1, 32])
@@ -72,6 +73,20 @@ def test_exact_tokens_is_written_as_asked(tiny_model, tmp_path, n):
     run_cli("prepare", str(tiny_model), "-o", str(out), "--exact-tokens", str(n), "--no-center-k",
             "--no-precondition", "-q", check=True)
     assert metadata.read(read_header(out)).k_exact_tokens == n
+
+
+@pytest.mark.parametrize("n", [0, 1, 256])
+def test_window_is_written_as_asked(tiny_model, tmp_path, n):
+    out = tmp_path / "o.gguf"
+    run_cli("prepare", str(tiny_model), "-o", str(out), "--window", str(n), "--no-center-k", "--no-precondition", "-q",
+            check=True)
+    assert metadata.read(read_header(out)).window_tokens == n
+
+
+def test_window_beyond_its_maximum_is_refused(tiny_model, tmp_path):
+    r = run_cli("prepare", str(tiny_model), "-o", str(tmp_path / "o.gguf"), "--window", "257", "-q")
+    assert r.returncode != 0 and "window" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.gguf").exists()
 
 
 def test_exact_tokens_beyond_the_sink_are_refused(tiny_model, tmp_path):

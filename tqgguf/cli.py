@@ -115,6 +115,10 @@ def temp_files_removed_on_signals(what: str):
 @click.option("--exact-tokens", type=click.IntRange(0, metadata.K_EXACT_MAX), default=prep.K_EXACT_TOKENS,
               show_default=True, help="Keep the K of each sequence's first tokens (the attention sink) unquantized "
                                       "beside the TQ cache (turboquant.k.exact_tokens; 0: none). docs/ablation.md.")
+@click.option("--window", "window_tokens", type=click.IntRange(0, metadata.WINDOW_MAX), default=prep.WINDOW_TOKENS,
+              show_default=True, help="Let each query read the K and V of its last this many tokens unquantized, from "
+                                      "f16 rows kept beside the TQ cache (turboquant.window_tokens; 0: none; needs "
+                                      "flash attention). docs/ablation.md.")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Take the K centers from a statistics file made elsewhere (`tqgguf calibrate` or "
                    "llama-tq-calibrate, e.g. on a GPU machine) instead of running the model here.")
@@ -128,7 +132,7 @@ def temp_files_removed_on_signals(what: str):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @one_line_errors
 def prepare(model, output, in_place, seed, types_text, center_k, precondition, calibration, calibration_tokens,
-            calibration_positions, exact_tokens, stats_file, llama_bin, threads, ngl, quiet):
+            calibration_positions, exact_tokens, window_tokens, stats_file, llama_bin, threads, ngl, quiet):
     """Write a copy of MODEL with the TurboQuant metadata the patched llama.cpp needs.
 
     Tensors and all other keys are copied byte for byte; existing turboquant.* keys
@@ -189,7 +193,7 @@ def prepare(model, output, in_place, seed, types_text, center_k, precondition, c
                                    positions=calibration_positions)
         try:
             prep.prepare_file(model, out, seed, types, bar, calibration=cal, center=center_k, precondition=precondition,
-                              exact_tokens=exact_tokens)
+                              exact_tokens=exact_tokens, window_tokens=window_tokens)
         except prep.CalibrationError as e:
             raise UserError(f"--stats: {e}" if stats_file else f"--calibration: {e}" if calibration else str(e)) from None
     if calibrated and cal is None:  # after the work: a refusal stays the only line
@@ -256,6 +260,7 @@ def inspect(model, as_json, show_outliers):
         "preconditioners": sorted(meta.precond),
         "calibration_positions": meta.calibration_positions,
         "k_exact_tokens": meta.k_exact_tokens,
+        "window_tokens": meta.window_tokens,
         "transforms_mib": round(side / 2**20, 3),
         "checksum": f"{hdr.get(metadata.K_CHECKSUM):#018x}",
         # fixed by the block layout (ggml computes the same), so not in the metadata: shown for reference
@@ -280,6 +285,9 @@ def inspect(model, as_json, show_outliers):
                    "(prepare --calibration-positions; llama.cpp warns at a context 2x shorter or longer)")
     if meta.k_exact_tokens:
         click.echo(f"the K of each sequence's first {meta.k_exact_tokens} token(s) is kept unquantized beside the cache")
+    if meta.window_tokens:
+        click.echo(f"each query reads the K and V of its last {meta.window_tokens} token(s) unquantized, "
+                   "from f16 rows kept beside the cache")
     for t in meta.types:
         lay = blocks.layout(t)
         click.echo(f"  {t}: {blocks.HI} outlier slots x {lay.hi_bits} bits + {blocks.LO} x {lay.lo_bits} bits "

@@ -348,6 +348,10 @@ CALIBRATION_POSITIONS = 4096
 # their K's rounding moves the most probability; llama.cpp keeps these cells' K unquantized too
 # (docs/ablation.md, section 10).
 K_EXACT_TOKENS = 4
+# The recent window: each query's last tokens, whose K and V the attention reads unquantized
+# (llama.cpp keeps a ring of the last ones written beside the cache); the errors of the keys a
+# query weighs most are gone, for a few f16 rows per stream (docs/ablation.md, "A recent window").
+WINDOW_TOKENS = 32
 
 
 class CalibrationError(PrepareError):
@@ -404,7 +408,7 @@ def _run_tool(src: str, cal: Calibration) -> "calibrate.Stats":
 
 def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str], progress=_no_progress,
                  calibration: Calibration | None = None, center: bool = True, precondition: bool = True,
-                 exact_tokens: int = K_EXACT_TOKENS) -> None:
+                 exact_tokens: int = K_EXACT_TOKENS, window_tokens: int = WINDOW_TOKENS) -> None:
     """Read src, choose the metadata, write dst atomically: the whole of `tqgguf prepare`.
 
     ``dst``: a path, or a TempOutput the caller opened (and so checked) already; a path is
@@ -412,7 +416,8 @@ def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str],
     ``progress(label, length)`` is a context manager yielding an update(n) callable, one per stage.
     ``calibration``: where the statistics come from: with ``center`` the K centers
     (turboquant.k.center), with ``precondition`` the K and V preconditioners (precondition.py);
-    None: neither. ``exact_tokens``: turboquant.k.exact_tokens (0: none).
+    None: neither. ``exact_tokens``: turboquant.k.exact_tokens (0: none). ``window_tokens``:
+    turboquant.window_tokens (0: none).
     Where it cannot give them, CalibrationError (one line).
     """
     hdr = read_model_header(src)
@@ -436,6 +441,7 @@ def prepare_file(src: str, dst: "str | TempOutput", seed: int, types: list[str],
             meta = build_metadata(src, hdr, seed, types, update)
         meta.k_center = centers
         meta.k_exact_tokens = exact_tokens
+        meta.window_tokens = window_tokens
         if stats is not None and (center or precondition):
             meta.calibration_positions = int(stats.positions)
         if stats is not None and precondition:
