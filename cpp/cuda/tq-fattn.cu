@@ -150,12 +150,7 @@ static __global__ void __launch_bounds__(TQ_FA_THREADS) k_tq_fattn_extra(const t
     } else {
         for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
             const int c = i / D, d = i % D;
-            float q = 0.0f;
-            if (c < p.ncols) {
-                const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
-                q = ((const float *) (p.Q + seq * p.nbq3 + head * p.nbq2 + j * p.nbq1))[d];
-            }
-            Qs[c][d] = q;
+            Qs[c][d] = tq_fa_q(p, seq, hkv, c, d);
         }
     }
     if (tid < NC) {

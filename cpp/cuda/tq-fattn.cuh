@@ -64,6 +64,16 @@ struct tq_fa_params {
     int64_t nbxk1, nbxk2, nbxk3, nbxv1, nbxv2, nbxv3;
 };
 
+// Column c's query at dimension d, as the attention reads it (c: query token c / gqa, head
+// c % gqa of KV head hkv's group); 0 for the padding columns from p.ncols on.
+static __device__ __forceinline__ float tq_fa_q(const tq_fa_params & p, int seq, int hkv, int c, int d) {
+    if (c >= p.ncols) {
+        return 0.0f;
+    }
+    const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
+    return ((const float *) (p.Q + seq * p.nbq3 + head * p.nbq2 + j * p.nbq1))[d];
+}
+
 // Launches the decode kernel over as many splits of the KV length as fill the GPU once
 // (at most max_splits); returns the number of splits, which p.part / p.meta must hold: with
 // extra rows (p.k_extra) one more, the last, which the caller fills (k_tq_fattn_extra).
@@ -568,12 +578,7 @@ static __global__ void k_tq_fattn_decode(const tq_fa_params p) {
     } else {
         for (int i = tid; i < NC * D; i += TQ_FA_THREADS) {
             const int c = i / D, d = i % D;
-            float q = 0.0f;
-            if (c < p.ncols) {
-                const int j = c / p.gqa, head = hkv * p.gqa + c % p.gqa;
-                q = ((const float *) (p.Q + seq * p.nbq3 + head * p.nbq2 + j * p.nbq1))[d];
-            }
-            Qt[d * NC + c] = q;
+            Qt[d * NC + c] = tq_fa_q(p, seq, hkv, c, d);
         }
     }
     __syncthreads();

@@ -142,6 +142,24 @@ static void test_set_get_rows_cpy(ggml_type type, int64_t ncols, std::mt19937 & 
     check(same, "CPY tq->f32 floats = C core " + tag);
 }
 
+// Computes out and ref and checks out's normalized squared error against ref below tol (and finite).
+static void check_close(ggml_context * ctx, ggml_tensor * out, ggml_tensor * ref, double tol, const std::string & tag) {
+    compute(ctx, out);
+    compute(ctx, ref);
+    double err = 0.0, norm = 0.0;
+    bool finite = true;
+    for (int64_t i = 0; i < ggml_nelements(out); ++i) {
+        const double a = ((float *) out->data)[i], b = ((float *) ref->data)[i];
+        finite &= std::isfinite(a);
+        err += (a - b) * (a - b);
+        norm += b * b;
+    }
+    const double nmse = err / (norm > 0 ? norm : 1.0);
+    char buf[32];
+    snprintf(buf, sizeof(buf), " nmse=%.3g", nmse);
+    check(finite && nmse < tol, tag + buf);
+}
+
 static void test_flash_attn(ggml_type tk, ggml_type tv, int64_t d, int64_t n_kv, int64_t n_q, std::mt19937 & rng) {
     const std::string tag = std::string("FA K=") + ggml_type_name(tk) + " V=" + ggml_type_name(tv) +
                             " d=" + std::to_string(d) + " kv=" + std::to_string(n_kv) + " q=" + std::to_string(n_q);
@@ -165,22 +183,8 @@ static void test_flash_attn(ggml_type tk, ggml_type tv, int64_t d, int64_t n_kv,
     ggml_prec_set_acc(out, GGML_PREC_F32);
     ggml_tensor * ref = ggml_flash_attn_ext(ctx, q, k_ref, v_ref, nullptr, scale, 0.0f, 0.0f);
     ggml_prec_set_acc(ref, GGML_PREC_F32);
-    compute(ctx, out);
-    compute(ctx, ref);
-    double err = 0.0, norm = 0.0;
-    bool finite = true;
-    for (int64_t i = 0; i < ggml_nelements(out); ++i) {
-        const double a = ((float *) out->data)[i], b = ((float *) ref->data)[i];
-        finite &= std::isfinite(a);
-        err += (a - b) * (a - b);
-        norm += b * b;
-    }
-    const double nmse = err / (norm > 0 ? norm : 1.0);
-    char buf[32];
-    snprintf(buf, sizeof(buf), " nmse=%.3g", nmse);
     // an f16 V accumulates in f16: a last-bit change in a K.Q dot (summation order) can move it
-    const double tol = tv == GGML_TYPE_F16 ? 1e-6 : 1e-9;
-    check(finite && nmse < tol, tag + buf);
+    check_close(ctx, out, ref, tv == GGML_TYPE_F16 ? 1e-6 : 1e-9, tag);
 }
 
 // Extra rows (ggml_tq_flash_attn_set_kv_extra) are keys and values appended to the cache: the
@@ -232,23 +236,9 @@ static void test_flash_attn_extra(ggml_type tk, ggml_type tv, int64_t d, int64_t
     ggml_tq_flash_attn_set_kv_extra(out, ke, ve);
     ggml_tensor * ref = ggml_flash_attn_ext(ctx, q, k_ref, v_ref, mask_ref, scale, 0.0f, 0.0f);
     ggml_prec_set_acc(ref, GGML_PREC_F32);
-    compute(ctx, out);
-    compute(ctx, ref);
-    double err = 0.0, norm = 0.0;
-    bool finite = true;
-    for (int64_t i = 0; i < ggml_nelements(out); ++i) {
-        const double a = ((float *) out->data)[i], b = ((float *) ref->data)[i];
-        finite &= std::isfinite(a);
-        err += (a - b) * (a - b);
-        norm += b * b;
-    }
-    const double nmse = err / (norm > 0 ? norm : 1.0);
-    char buf[32];
-    snprintf(buf, sizeof(buf), " nmse=%.3g", nmse);
     // the reference reads a plain side in f32, where the attention takes its own path for the
     // cache's rows: Q rounded to q8_0 for a q8_0 K, to f16 for an f16 K, an f16 V's sum in f16
-    const double tol = tk == GGML_TYPE_Q8_0 ? 3e-4 : tk == GGML_TYPE_F16 || tv == GGML_TYPE_F16 ? 3e-5 : 1e-9;
-    check(finite && nmse < tol, tag + buf);
+    check_close(ctx, out, ref, tk == GGML_TYPE_Q8_0 ? 3e-4 : tk == GGML_TYPE_F16 || tv == GGML_TYPE_F16 ? 3e-5 : 1e-9, tag);
 }
 
 static void test_api() {
