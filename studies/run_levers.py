@@ -29,13 +29,15 @@ sys.path.insert(0, str(root))
 import numpy as np  # noqa: E402
 
 from studies import capture, kvsim  # noqa: E402
-from tqgguf import _core, metadata, precondition as pc, prepare, reference  # noqa: E402
+from tqgguf import _core, codebook, metadata, precondition as pc, prepare, reference  # noqa: E402
 from tqgguf.gguf_file import read_header  # noqa: E402
 
 
 @dataclass
 class Side:
-    """How one side (K or V) is stored: a TQ type, "q4_0" (rotated, upstream) or None (exact);
+    """How one side (K or V) is stored: a TQ type, "p2" (no block exists: 2-bit codes for all 64
+    values of a block and one f16 scale, 2.25 bits, in the same rotated and preconditioned
+    coordinates), "q4_0" (rotated, upstream) or None (exact);
     the preconditioner's strength (0: none); K only: centered on the calibration mean."""
     type: str | None
     alpha: float = 0.0
@@ -55,7 +57,7 @@ class Config:
     window_ring_only: bool = False  # ...without the ubatch's own rows (kvsim.window_keys)
 
     def bits(self) -> float:
-        b = {"tq2_5": 2.75, "tq3_5": 3.75, "q4_0": 4.5, None: 16.0}
+        b = {"tq2_5": 2.75, "tq3_5": 3.75, "p2": 2.25, "q4_0": 4.5, None: 16.0}
         return (b[self.k.type] + b[self.v.type]) / 2
 
 
@@ -71,7 +73,7 @@ def parse(spec: str) -> Config:
     window_sides = f[7] if len(f) > 7 else "kv"
     ubatch = int(f[8]) if len(f) > 8 else 0
     ring_only = len(f) > 9 and f[9] == "ring"
-    return Config(name, Side(kt, ka, kt.startswith("tq")), Side(vt, va), sink, sides, window, window_sides,
+    return Config(name, Side(kt, ka, kt.startswith("tq") or kt == "p2"), Side(vt, va), sink, sides, window, window_sides,
                   ubatch, ring_only)
 
 
@@ -119,7 +121,28 @@ WINDOW_NOPRE = ";".join([
     "tq2_5, K centered, no preconditioner, last 32 tokens' K and V exact=tq2_5:0:tq2_5:0:4:k:32:kv",
     "tq2_5, K centered, no preconditioner, last 128 tokens' K and V exact=tq2_5:0:tq2_5:0:4:k:128:kv",
 ])
-PRESETS = {"levers": DEFAULT, "window": WINDOW, "window-nopre": WINDOW_NOPRE, "ring": RING}
+# Below 2.75 bits: 2-bit blocks without the outlier split (no such block exists), with the window
+LOW = ";".join([
+    "tq2_5, last 32 tokens' K and V exact=tq2_5:0.5:tq2_5:0.5:4:k:32:kv",
+    "p2, last 32 tokens' K and V exact=p2:0.5:p2:0.5:4:k:32:kv",
+    "p2, last 16 tokens' K and V exact=p2:0.5:p2:0.5:4:k:16:kv",
+    "K tq2_5, V p2, last 32 tokens' K and V exact=tq2_5:0.5:p2:0.5:4:k:32:kv",
+])
+PRESETS = {"levers": DEFAULT, "window": WINDOW, "window-nopre": WINDOW_NOPRE, "ring": RING, "low": LOW}
+
+def _plain_blocks(z: np.ndarray, bits: int, n: int = 64) -> np.ndarray:
+    """Rows [T, d] through blocks of n values at `bits` bits each, one f16 scale a block: the TQ
+    group rule (cpp/tq.c: codes by the Lloyd-Max codebook of dimension n, the scale keeping the
+    group's length) with no outlier split."""
+    c = codebook.scaled_f32(n, bits).astype(np.float64)
+    mid = (c[1:] + c[:-1]) / 2
+    g = z.reshape(-1, n).astype(np.float64)
+    norm = np.sqrt((g * g).sum(1, keepdims=True))
+    y = g * (np.sqrt(n) / np.where(norm > 0, norm, 1.0))
+    q = c[np.searchsorted(mid, y)]
+    scale = (norm / np.sqrt((q * q).sum(1, keepdims=True))).astype(np.float16).astype(np.float64)
+    return (q * scale).reshape(z.shape)
+
 
 class Study:
     def __init__(self, model: str):
@@ -182,9 +205,12 @@ class Study:
         else:
             p_inv, out = None, self.meta.outliers[kind][il, h]
         t = np.asarray(_core.head_transform(d, int(self.meta.layer_seeds[kind][il]), h, out.astype(np.int32)))
-        hi, lo = reference.codebooks_for(side.type)
-        z = (y @ t.T).astype(np.float32).ravel()
-        zq = np.asarray(_core.dequantize_row(side.type, _core.quantize_row(side.type, z, hi, lo), hi, lo), np.float32)
+        if side.type == "p2":
+            zq = _plain_blocks((y @ t.T).astype(np.float32), 2)
+        else:
+            hi, lo = reference.codebooks_for(side.type)
+            z = (y @ t.T).astype(np.float32).ravel()
+            zq = np.asarray(_core.dequantize_row(side.type, _core.quantize_row(side.type, z, hi, lo), hi, lo), np.float32)
         back = zq.astype(np.float64).reshape(y.shape) @ t
         return (back @ p_inv.T if p_inv is not None else back) + mu
 

@@ -73,3 +73,22 @@ def test_block_scale_rules():
     g = lambda a: np.linalg.norm(a.reshape(-1, 64)[:, 16:], axis=1)
     np.testing.assert_allclose(g(core), g(x), rtol=2e-3)  # f16 scale rounding only
     assert err["lsq"] < err["plain"] and err["lsq"] < err["norm"]
+
+
+def test_plain_blocks_keep_each_block_length_with_codebook_values():
+    """run_levers' "p2" (2-bit codes for a whole block of 64, one f16 scale): every value is a
+    scaled centroid of the 64-dimensional 2-bit codebook, each block keeps its length (the
+    norm rule, to the f16 scale's rounding), and the error is the codebook's, not more."""
+    from studies.run_levers import _plain_blocks
+    from tqgguf import codebook
+    z = np.random.default_rng(1).standard_normal((40, 128)).astype(np.float32)
+    r = _plain_blocks(z, 2)
+    g, rg = z.reshape(-1, 64).astype(np.float64), r.reshape(-1, 64)
+    c = codebook.scaled_f32(64, 2)
+    levels = np.sort(np.abs(c))[[0, -1]] / np.abs(c).max()  # a symmetric 4-level codebook: two magnitudes
+    for row, rec in zip(g, rg):
+        a = np.abs(rec) / np.abs(rec).max()
+        assert np.all(np.isclose(a[:, None], levels[None, :], rtol=1e-5).any(1))
+        assert np.isclose(np.linalg.norm(rec), np.linalg.norm(row), rtol=1e-3)
+    nmse = ((r - z) ** 2).sum() / (z ** 2).sum()
+    assert 0.10 < nmse < 0.16  # 2-bit Lloyd-Max on a rotated coordinate: about 0.12-0.13
