@@ -142,6 +142,20 @@ static void test_set_get_rows_cpy(ggml_type type, int64_t ncols, std::mt19937 & 
     check(same, "CPY tq->f32 floats = C core " + tag);
 }
 
+// The flash-attention tests' heads: 4 query heads over 2 KV heads (GQA).
+static const int64_t FA_N_HEAD = 4, FA_N_HEAD_KV = 2;
+
+// Q [d, n_q, heads], K and V [d, n_kv, KV heads], f32 with heavy-tailed values.
+static void random_qkv(ggml_context * ctx, int64_t d, int64_t n_q, int64_t n_kv, std::mt19937 & rng,
+                       ggml_tensor *& q, ggml_tensor *& k, ggml_tensor *& v) {
+    q = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_q, FA_N_HEAD, 1);
+    k = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_kv, FA_N_HEAD_KV, 1);
+    v = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_kv, FA_N_HEAD_KV, 1);
+    fill(q, rng, 0.5f);
+    fill(k, rng, 0.5f);
+    fill(v, rng, 1.0f);
+}
+
 // Computes out and ref and checks out's normalized squared error against ref below tol (and finite).
 static void check_close(ggml_context * ctx, ggml_tensor * out, ggml_tensor * ref, double tol, const std::string & tag) {
     compute(ctx, out);
@@ -165,13 +179,8 @@ static void test_flash_attn(ggml_type tk, ggml_type tv, int64_t d, int64_t n_kv,
                             " d=" + std::to_string(d) + " kv=" + std::to_string(n_kv) + " q=" + std::to_string(n_q);
     ctx_guard g;
     ggml_context * ctx = g.ctx;
-    const int64_t n_head = 4, n_head_kv = 2;
-    ggml_tensor * q = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_q, n_head, 1);
-    ggml_tensor * k32 = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_kv, n_head_kv, 1);
-    ggml_tensor * v32 = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_kv, n_head_kv, 1);
-    fill(q, rng, 0.5f);
-    fill(k32, rng, 0.5f);
-    fill(v32, rng, 1.0f);
+    ggml_tensor * q, * k32, * v32;
+    random_qkv(ctx, d, n_q, n_kv, rng, q, k32, v32);
     ggml_tensor * k = quantized_copy(ctx, k32, tk);
     ggml_tensor * v = quantized_copy(ctx, v32, tv);
     // the reference replaces only the TQ side(s) by f32 copies of what they mean: the other side
@@ -197,14 +206,10 @@ static void test_flash_attn_extra(ggml_type tk, ggml_type tv, int64_t d, int64_t
                             std::to_string(n_extra) + " q=" + std::to_string(n_q);
     ctx_guard g;
     ggml_context * ctx = g.ctx;
-    const int64_t n_head = 4, n_head_kv = 2, n_all = n_kv + n_extra;
+    const int64_t n_head_kv = FA_N_HEAD_KV, n_all = n_kv + n_extra;
     const int64_t n_cols = n_kv + GGML_PAD(n_extra, GGML_TQ_EXTRA_PAD);
-    ggml_tensor * q = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_q, n_head, 1);
-    ggml_tensor * k32 = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_all, n_head_kv, 1);
-    ggml_tensor * v32 = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, d, n_all, n_head_kv, 1);
-    fill(q, rng, 0.5f);
-    fill(k32, rng, 0.5f);
-    fill(v32, rng, 1.0f);
+    ggml_tensor * q, * k32, * v32;
+    random_qkv(ctx, d, n_q, n_all, rng, q, k32, v32);
     // the cache: the first n_kv rows, quantized; the extras: the rest, as f32 views
     ggml_tensor * kc32 = ggml_cont(ctx, ggml_view_4d(ctx, k32, d, n_kv, n_head_kv, 1, k32->nb[1], k32->nb[2], k32->nb[3], 0));
     ggml_tensor * vc32 = ggml_cont(ctx, ggml_view_4d(ctx, v32, d, n_kv, n_head_kv, 1, v32->nb[1], v32->nb[2], v32->nb[3], 0));
